@@ -1,0 +1,18 @@
+"""DVC stage ingest: raw archive -> data/interim/{images.npy, manifest.parquet} + reports/ingest.json."""
+
+from fer_pipeline.cli import run_stage
+from fer_pipeline.data import run_ingest
+from fer_pipeline.fsutil import load_params
+
+
+def main() -> None:
+    p = load_params()["ingest"]
+    s = run_ingest(p["input"], "data/interim", "reports/ingest.json", max_per_class=p["max_per_class"],
+                   seed=p["seed"], workers=p["workers"])
+    print(f"ingested {s['images']:,} images ({s['form']}): "
+          + ", ".join(f"{k} {v['total']:,}" for k, v in s["counts"].items())
+          + f"; skipped {s['skipped_total']}, converted {s['converted_total']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,106 @@
+"""On-the-fly augmentation for the ``tf.data`` training pipeline.
+
+Everything is batched and *stateless*: the random numbers of batch ``i`` derive from
+``(seed, i)``, so the same seed gives the same augmented stream whatever the parallelism.
+Rotation, zoom and translation are composed into one affine transform per image (a single
+``ImageProjectiveTransformV3`` call per batch), which keeps the two CPU cores on the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flip: bool = True
+    rotation: float = 0.0       # max rotation, fraction of a full turn (0.04 = +-14.4 degrees)
+    translation: float = 0.0    # max shift, fraction of the image side
+    zoom: float = 0.0           # max zoom in/out, fraction (0.1 = scale 0.9-1.1)
+    erasing_prob: float = 0.0   # probability of one random-erasing rectangle per image
+    erasing_max_area: float = 0.2
+    mixup_alpha: float = 0.0    # 0 disables mixup
+
+    @classmethod
+    def from_params(cls, p: dict | None) -> "AugmentConfig":
+        p = dict(p or {})
+        enabled = p.pop("enabled", True)
+        cfg = cls(**{k: v for k, v in p.items() if k in cls.__dataclass_fields__})
+        return cfg if enabled else cls(flip=False)
+
+
+def _affine(batch: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    n = tf.shape(batch)[0]
+    h = tf.cast(tf.shape(batch)[1], tf.float32)
+    w = tf.cast(tf.shape(batch)[2], tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    angle = tf.random.stateless_uniform([n], seeds[0], -1.0, 1.0) * cfg.rotation * 2 * math.pi
+    scale = 1.0 + tf.random.stateless_uniform([n], seeds[1], -1.0, 1.0) * cfg.zoom
+    shift = tf.random.stateless_uniform([n, 2], seeds[2], -1.0, 1.0) * cfg.translation
+    dx, dy = shift[:, 0] * w, shift[:, 1] * h
+    # Output pixel (x, y) samples input at A @ (x, y) + b: rotation about the centre, scaled by
+    # 1/scale (scale > 1 zooms in), then shifted.
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    a0, a1 = cos, -sin
+    b0, b1 = sin, cos
+    a2 = cx - a0 * cx - a1 * cy - dx
+    b2 = cy - b0 * cx - b1 * cy - dy
+    zeros = tf.zeros_like(a0)
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=batch, transforms=transforms, output_shape=tf.shape(batch)[1:3],
+        interpolation="BILINEAR", fill_mode="REFLECT", fill_value=0.0)
+
+
+def _erase(batch: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    n, h, w = tf.shape(batch)[0], tf.shape(batch)[1], tf.shape(batch)[2]
+    s = tf.random.experimental.stateless_split(seed, 5)
+    apply = tf.random.stateless_uniform([n], s[0]) < cfg.erasing_prob
+    area = tf.random.stateless_uniform([n], s[1], 0.02, cfg.erasing_max_area)
+    ratio = tf.exp(tf.random.stateless_uniform([n], s[2], math.log(0.3), math.log(3.3)))
+    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    eh = tf.minimum(tf.sqrt(area * ratio) * hf, hf)
+    ew = tf.minimum(tf.sqrt(area / ratio) * wf, wf)
+    y0 = tf.random.stateless_uniform([n], s[3]) * (hf - eh)
+    x0 = tf.random.stateless_uniform([n], s[4]) * (wf - ew)
+    ys = tf.cast(tf.range(h), tf.float32)[None, :, None]
+    xs = tf.cast(tf.range(w), tf.float32)[None, None, :]
+    inside = ((ys >= y0[:, None, None]) & (ys < (y0 + eh)[:, None, None])
+              & (xs >= x0[:, None, None]) & (xs < (x0 + ew)[:, None, None]) & apply[:, None, None])
+    # Erased pixels get the image's own mean, so the patch carries no brightness cue.
+    fill = tf.reduce_mean(batch, axis=[1, 2, 3], keepdims=True)
+    return tf.where(inside[..., None], fill, batch)
+
+
+def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    """Augment a float32 batch (n, 48, 48, 1) of 0-255 pixels with a stateless ``seed`` (shape [2])."""
+    s = tf.random.experimental.stateless_split(seed, 3)
+    x = images
+    if cfg.flip:
+        flip = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], s[0]) < 0.5
+        x = tf.where(flip, tf.reverse(x, axis=[2]), x)
+    if cfg.rotation or cfg.zoom or cfg.translation:
+        x = _affine(x, cfg, s[1])
+    if cfg.erasing_prob:
+        x = _erase(x, cfg, s[2])
+    return x
+
+
+def mixup(images: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor, alpha: float, seed: tf.Tensor):
+    """Mix each example with a shuffled partner; lambda ~ Beta(alpha, alpha) per example."""
+    s = tf.random.experimental.stateless_split(seed, 3)
+    n = tf.shape(images)[0]
+    g1 = tf.random.stateless_gamma([n], s[0], alpha=alpha)
+    g2 = tf.random.stateless_gamma([n], s[1], alpha=alpha)
+    lam = g1 / (g1 + g2)
+    perm = tf.argsort(tf.random.stateless_uniform([n], s[2]))
+    lam_x = lam[:, None, None, None]
+    lam_y = lam[:, None]
+    x = lam_x * images + (1 - lam_x) * tf.gather(images, perm)
+    y = lam_y * labels + (1 - lam_y) * tf.gather(labels, perm)
+    w = lam * weights + (1 - lam) * tf.gather(weights, perm)
+    return x, y, w

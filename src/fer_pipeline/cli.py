@@ -1,0 +1,37 @@
+"""Command line: ``fer predict|export|serve`` and the error handling every stage entry point shares."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from .errors import FerError
+
+
+def run_stage(fn: Callable[[], object]) -> None:
+    """Run a stage function; a user-facing error becomes one line on stderr and exit status 1."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        fn()
+    except FerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: no partial outputs were written", file=sys.stderr)
+        sys.exit(130)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="fer", description="Facial emotion recognition tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    from . import predict as predict_mod
+
+    predict_mod.add_parser(sub)
+    args = parser.parse_args(argv)
+    run_stage(lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    main()

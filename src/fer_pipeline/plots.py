@@ -1,0 +1,79 @@
+"""Figures: training curves, confusion matrices, face grids, per-class F1. All saved atomically."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .fsutil import atomic_path  # noqa: E402
+from .labels import LABELS  # noqa: E402
+
+
+def save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def curves(history: dict[str, list[float]], path) -> None:
+    """Loss and accuracy per epoch, train vs val."""
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[key], label=f"train {key}")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], label=f"val {key}")
+        ax.set_xlabel("epoch"), ax.set_title(key), ax.grid(alpha=0.3), ax.legend()
+    if "val_accuracy" in history:
+        best = int(np.argmax(history["val_accuracy"]))
+        axes[1].axvline(best + 1, color="gray", ls=":", label="best val")
+        axes[1].annotate(f"{history['val_accuracy'][best]:.3f}", (best + 1, history["val_accuracy"][best]))
+    save(fig, path)
+
+
+def confusion(cm: np.ndarray, path, title: str) -> None:
+    """Counts (left) and row-normalised (right); rows = true label, columns = predicted."""
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for ax, mat, fmt, sub in ((axes[0], cm, "d", "counts"), (axes[1], norm, ".2f", "row-normalised")):
+        ax.imshow(mat, cmap="Blues")
+        ax.set_xticks(range(len(LABELS)), LABELS, rotation=45, ha="right")
+        ax.set_yticks(range(len(LABELS)), LABELS)
+        ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(f"{title} ({sub})")
+        hi = mat.max() if mat.size else 1
+        for i in range(mat.shape[0]):
+            for j in range(mat.shape[1]):
+                ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=8,
+                        color="white" if mat[i, j] > hi / 2 else "black")
+    save(fig, path)
+
+
+def face_grid(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, path,
+              title: str, cols: int = 8) -> None:
+    n = len(x)
+    rows = max(1, int(np.ceil(n / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.0 * rows))
+    for k, ax in enumerate(np.atleast_1d(axes).ravel()):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(x[k].squeeze(), cmap="gray", vmin=0, vmax=255)
+        ok = y_true[k] == y_pred[k]
+        ax.set_title(f"T:{LABELS[y_true[k]]}\nP:{LABELS[y_pred[k]]} {probs[k]:.2f}", fontsize=7,
+                     color="green" if ok else "red")
+    fig.suptitle(title)
+    save(fig, path)
+
+
+def f1_bars(f1: dict[str, float], path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = list(f1)
+    ax.bar(names, [f1[n] for n in names], color="tab:blue")
+    for i, n in enumerate(names):
+        ax.text(i, f1[n] + 0.01, f"{f1[n]:.2f}", ha="center", fontsize=8)
+    ax.set_ylim(0, 1), ax.set_ylabel("F1"), ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+    save(fig, path)
