@@ -26,9 +26,10 @@ def run_stage(fn: Callable[[], object]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fer", description="Facial emotion recognition tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    from . import predict as predict_mod
+    from . import export, predict, serve, workflow
 
-    predict_mod.add_parser(sub)
+    for module in (predict, serve, export, workflow):
+        module.add_parser(sub)
     args = parser.parse_args(argv)
     run_stage(lambda: args.func(args))
 

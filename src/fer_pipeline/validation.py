@@ -56,8 +56,8 @@ def _gx_run(frames: dict[str, tuple[pd.DataFrame, list]]) -> list[Check]:
         for r in result.results:
             cfg = r.expectation_config
             kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "condition_parser")}
-            if isinstance(kwargs.get("row_condition"), dict):
-                kwargs["row_condition"] = kwargs["row_condition"].get("pass_through_filter")
+            if kwargs.get("row_condition") is not None:
+                kwargs["row_condition"] = _condition_text(kwargs["row_condition"])
             observed = r.result.get("observed_value")
             unexpected = r.result.get("unexpected_count")
             detail = ", ".join(f"{k}={v}" for k, v in kwargs.items())
@@ -71,6 +71,17 @@ def _gx_run(frames: dict[str, tuple[pd.DataFrame, list]]) -> list[Check]:
     return checks
 
 
+def _condition_text(cond) -> str:
+    """'split == test' from a GX condition (object or its serialised dict)."""
+    if isinstance(cond, dict):
+        col = cond.get("column", {})
+        col = col.get("name", col) if isinstance(col, dict) else col
+        if "operator" in cond:
+            return f"{col} {cond['operator']} {cond.get('parameter')}"
+        return str(cond.get("pass_through_filter", cond))
+    return str(cond)
+
+
 def _short(value, limit: int = 120) -> str:
     text = repr(value) if not isinstance(value, str) else value
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -78,6 +89,7 @@ def _short(value, limit: int = 120) -> str:
 
 def hard_expectations(manifest: pd.DataFrame, images: np.ndarray, cfg: dict) -> list[Check]:
     import great_expectations.expectations as E
+    from great_expectations.expectations.row_conditions import Column
 
     # 1. Manifest table.
     manifest_exp = [E.ExpectTableColumnsToMatchSet(column_set=MANIFEST_COLUMNS, exact_match=False)]
@@ -114,7 +126,7 @@ def hard_expectations(manifest: pd.DataFrame, images: np.ndarray, cfg: dict) -> 
     per_split = pd.DataFrame([{"split": s, "rows": counts[s]["total"]} for s in SPLITS])
     split_exp = [
         E.ExpectColumnValuesToBeBetween(column="rows", min_value=lo, max_value=hi,
-                                        row_condition=f'split=="{s}"', condition_parser="pandas")
+                                        row_condition=Column("split") == s)
         for s, (lo, hi) in cfg["split_rows"].items()
     ]
     shares = pd.DataFrame([

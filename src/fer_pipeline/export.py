@@ -1,0 +1,81 @@
+"""TFLite export of a trained model, with an accuracy-parity check on the test split."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FerError
+from .fsutil import atomic_path
+
+
+def to_tflite(model, quantize: str = "float16") -> bytes:
+    """Convert a Keras model: ``float16`` weights or ``dynamic`` (int8 weights, float compute)."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as d:
+        model.export(d, format="tf_saved_model", verbose=False)
+        conv = tf.lite.TFLiteConverter.from_saved_model(d)
+        if quantize == "float16":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        elif quantize == "dynamic":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif quantize != "none":
+            raise FerError(f"unknown quantize {quantize!r}; use float16, dynamic or none")
+        return conv.convert()
+
+
+def run_export(model_path: str, out_path: str, data_dir: str, quantize: str = "float16",
+               max_drop: float = 0.005) -> dict:
+    import keras
+
+    from .evaluation import predict_probs
+    from .predict import load_predictor
+    from .preprocess import load_split
+
+    if not Path(model_path).exists():
+        raise FerError(f"{model_path} not found: run the train stage first (`dvc repro train`)")
+    model = keras.models.load_model(model_path)
+    blob = to_tflite(model, quantize)
+    with atomic_path(out_path) as tmp:
+        tmp.write_bytes(blob)
+    x, y = load_split(data_dir, "test")
+    keras_acc = float(np.mean(predict_probs(model, x).argmax(1) == y))
+    tfl = load_predictor(out_path)
+    tfl_acc = float(np.mean(np.concatenate([tfl(x[i:i + 512]) for i in range(0, len(x), 512)]).argmax(1) == y))
+    report = {
+        "quantize": quantize,
+        "tflite_bytes": len(blob),
+        "keras_bytes": os.path.getsize(model_path),
+        "test_accuracy_keras": round(keras_acc, 4),
+        "test_accuracy_tflite": round(tfl_acc, 4),
+        "accuracy_drop_points": round(100 * (keras_acc - tfl_acc), 2),
+        "parity_ok": bool(keras_acc - tfl_acc <= max_drop),
+    }
+    return report
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export-tflite", help="convert a .keras model to TFLite and check test accuracy parity")
+    p.add_argument("--model", default="models/model.keras")
+    p.add_argument("--out", default="models/model.tflite")
+    p.add_argument("--data", default="data/processed", help="folder with test.npz (preprocess output)")
+    p.add_argument("--quantize", default="float16", choices=["float16", "dynamic", "none"])
+    p.add_argument("--report", default="reports/tflite.json")
+
+    def func(args):
+        from .fsutil import write_json
+
+        r = run_export(args.model, args.out, args.data, args.quantize)
+        write_json(args.report, r)
+        print(f"{args.out}: {r['tflite_bytes'] / 1e6:.2f} MB ({r['quantize']}); test accuracy keras "
+              f"{r['test_accuracy_keras']:.4f}, tflite {r['test_accuracy_tflite']:.4f} "
+              f"(drop {r['accuracy_drop_points']} pt, {'ok' if r['parity_ok'] else 'ABOVE 0.5 pt'})")
+        if not r["parity_ok"]:
+            raise FerError(f"TFLite accuracy drop {r['accuracy_drop_points']} pt exceeds 0.5 pt")
+
+    p.set_defaults(func=func)

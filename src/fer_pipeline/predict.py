@@ -1,0 +1,299 @@
+"""Emotions on real photos: detect faces, crop them like FER2013 (48x48 gray), classify in batches.
+
+The model can be a ``.keras`` file, a ``.tflite`` file or an MLflow model URI
+(``models:/fer-emotion@champion``, ``runs:/<id>/model``). Face detection sits behind the small
+``FaceDetector`` protocol; OpenCV's bundled Haar frontal-face cascade is the default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import numpy as np
+
+from .errors import FerError
+from .labels import LABELS
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+DEFAULT_MODEL_FILE = "models/model.keras"
+DETECT_MAX_SIDE = 1024  # large photos are searched at this size; boxes are mapped back
+
+
+class FaceDetector(Protocol):
+    def detect(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Face boxes (x, y, w, h) in pixel coordinates of ``gray``."""
+
+
+class HaarFaceDetector:
+    """OpenCV's Haar frontal-face cascade (shipped in opencv-python 4.x under cv2.data)."""
+
+    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24):
+        import cv2
+
+        path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+        self.cascade = cv2.CascadeClassifier(path)
+        if self.cascade.empty():
+            raise FerError(f"Haar cascade not found at {path}: install opencv-python-headless<5")
+        self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+
+    def detect(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+        import cv2
+
+        h, w = gray.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+        small = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) \
+            if scale < 1 else gray
+        boxes = self.cascade.detectMultiScale(small, scaleFactor=self.scale_factor,
+                                              minNeighbors=self.min_neighbors,
+                                              minSize=(self.min_size, self.min_size))
+        return sorted((tuple(int(round(v / scale)) for v in b) for b in boxes), key=lambda b: (b[1], b[0]))
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray | None:
+    """Grayscale uint8 image, or None if the file is not a readable image."""
+    import cv2
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    return decode_image(data.tobytes())
+
+
+def decode_image(data: bytes) -> np.ndarray | None:
+    import cv2
+
+    if not data:
+        return None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    return img if img is not None and img.size else None
+
+
+def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.1) -> np.ndarray:
+    """The face box grown by ``margin`` on each side (clipped), resized to 48x48 like FER2013."""
+    import cv2
+
+    x, y, w, h = box
+    dx, dy = int(w * margin), int(h * margin)
+    H, W = gray.shape[:2]
+    x0, y0, x1, y1 = max(0, x - dx), max(0, y - dy), min(W, x + w + dx), min(H, y + h + dy)
+    face = gray[y0:y1, x0:x1]
+    interp = cv2.INTER_AREA if face.shape[0] > 48 else cv2.INTER_LINEAR
+    return cv2.resize(face, (48, 48), interpolation=interp)
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+
+class Predictor:
+    """Batched probabilities for (n, 48, 48, 1) raw 0-255 faces from any supported model form."""
+
+    def __init__(self, spec: str, source: str, fn):
+        self.spec, self.source, self._fn = spec, source, fn
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        if len(faces) == 0:
+            return np.zeros((0, len(LABELS)), np.float32)
+        return np.asarray(self._fn(faces.astype(np.float32).reshape(-1, 48, 48, 1)), np.float32)
+
+
+def _tflite_fn(path: str):
+    import tensorflow as tf
+
+    interp = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count())
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    state = {"n": None}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if state["n"] != len(x):
+            interp.resize_tensor_input(inp["index"], list(x.shape))
+            interp.allocate_tensors()
+            state["n"] = len(x)
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        return interp.get_tensor(out["index"]).copy()
+
+    return run
+
+
+def _keras_fn(model):
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def infer(x):
+        return model(x, training=False)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([infer(tf.constant(x[i:i + 512])).numpy() for i in range(0, len(x), 512)])
+
+    return run
+
+
+def load_predictor(spec: str | None = None, registered_model: str = "fer-emotion") -> Predictor:
+    """``spec``: a .keras / .tflite path or an MLflow URI. None: the registry champion, else the
+    pipeline's model file; a message on stderr says which was used."""
+    if spec is None:
+        try:
+            pred = load_predictor(f"models:/{registered_model}@champion")
+            print(f"model: {pred.spec} (registry champion)", file=sys.stderr)
+            return pred
+        except FerError:
+            if Path(DEFAULT_MODEL_FILE).exists():
+                print(f"model: no registered champion; using {DEFAULT_MODEL_FILE}", file=sys.stderr)
+                return load_predictor(DEFAULT_MODEL_FILE)
+            raise FerError(f"no model: no '{registered_model}@champion' in the MLflow registry and no "
+                           f"{DEFAULT_MODEL_FILE}; train one with `./run.sh` (or `dvc repro`), or pass --model") from None
+    if spec.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        from .tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri())
+        mlflow.set_registry_uri(tracking_uri())
+        try:
+            model = mlflow.keras.load_model(spec)
+        except Exception as exc:  # MLflow raises several types for a missing model/alias
+            raise FerError(f"cannot load MLflow model {spec} from {tracking_uri()}: "
+                           f"{str(exc).splitlines()[0]}") from None
+        return Predictor(spec, "mlflow", _keras_fn(model))
+    path = Path(spec)
+    if not path.exists():
+        raise FerError(f"model file {spec} not found; train one with `./run.sh` (or `dvc repro`)")
+    if path.suffix == ".tflite":
+        return Predictor(spec, "tflite", _tflite_fn(str(path)))
+    import keras
+
+    return Predictor(spec, "keras", _keras_fn(keras.models.load_model(path)))
+
+
+# --------------------------------------------------------------------------------------------
+# Photos -> faces -> emotions
+
+
+@dataclass
+class PhotoResult:
+    file: str
+    width: int
+    height: int
+    faces: list[dict]
+
+    def to_json(self) -> str:
+        return json.dumps({"file": self.file, "width": self.width, "height": self.height,
+                           "faces": self.faces})
+
+
+def analyse(images: list[tuple[str, np.ndarray]], predictor: Predictor, detector: FaceDetector,
+            margin: float = 0.1) -> list[PhotoResult]:
+    """Detect faces in every image, classify all faces in one batch."""
+    crops, owners, results = [], [], []
+    for name, gray in images:
+        boxes = detector.detect(gray)
+        res = PhotoResult(name, int(gray.shape[1]), int(gray.shape[0]), [])
+        for box in boxes:
+            crops.append(crop_face(gray, box, margin))
+            owners.append((res, box))
+        results.append(res)
+    probs = predictor(np.stack(crops)[..., None] if crops else np.zeros((0, 48, 48, 1)))
+    for (res, box), p in zip(owners, probs):
+        k = int(np.argmax(p))
+        res.faces.append({"box": [int(v) for v in box], "label": LABELS[k], "score": round(float(p[k]), 4),
+                          "probabilities": {n: round(float(v), 4) for n, v in zip(LABELS, p)}})
+    return results
+
+
+def annotate(path: str, result: PhotoResult, out_dir: str | os.PathLike) -> Path:
+    """A copy of the photo (colour kept) with each face's box, label and probability."""
+    import cv2
+
+    img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    for face in result.faces:
+        x, y, w, h = face["box"]
+        thick = max(2, img.shape[1] // 400)
+        cv2.rectangle(img, (x, y), (x + w, y + h), (0, 200, 0), thick)
+        text = f"{face['label']} {face['score']:.2f}"
+        scale = max(0.5, w / 200)
+        cv2.putText(img, text, (x, max(15, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 200, 0), thick)
+    out = Path(out_dir) / Path(path).name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from .fsutil import atomic_path
+
+    with atomic_path(out) as tmp:
+        ok, buf = cv2.imencode(out.suffix if out.suffix.lower() in IMAGE_SUFFIXES else ".png", img)
+        tmp.write_bytes(buf.tobytes())
+    return out
+
+
+def collect_files(inputs: Iterable[str]) -> tuple[list[str], bool]:
+    """Files named directly (any) plus image files found in folders; whether a folder was given."""
+    files, had_folder = [], False
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            had_folder = True
+            files += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(str(p))
+    return files, had_folder
+
+
+def run_predict(inputs: list[str], model: str | None, output: str | None, annotate_dir: str | None,
+                batch_images: int = 32, margin: float = 0.1) -> int:
+    """The ``fer predict`` command; returns the exit status (1 only if nothing could be read)."""
+    from tqdm import tqdm
+
+    files, had_folder = collect_files(inputs)
+    if not files:
+        raise FerError("no input images found")
+    predictor = load_predictor(model)
+    detector = HaarFaceDetector()
+    out = open(output, "w") if output else sys.stdout
+    read_ok = 0
+    try:
+        bar = tqdm(total=len(files), desc="photos", unit="img", disable=not had_folder, file=sys.stderr)
+        for i in range(0, len(files), batch_images):
+            chunk = []
+            for f in files[i:i + batch_images]:
+                gray = read_image(f)
+                if gray is None:
+                    print(f"skipped {f}: not a readable image", file=sys.stderr)
+                else:
+                    chunk.append((f, gray))
+            read_ok += len(chunk)
+            for res in analyse(chunk, predictor, detector, margin):
+                if not res.faces:
+                    print(f"no face found in {res.file}", file=sys.stderr)
+                out.write(res.to_json() + "\n")
+                if annotate_dir:
+                    annotate(res.file, res, annotate_dir)
+            bar.update(len(files[i:i + batch_images]))
+        bar.close()
+    finally:
+        if output:
+            out.close()
+    if not read_ok:
+        print("error: none of the inputs could be read as an image", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="emotions of the faces in photos (JSON lines)")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("--model", help="a .keras/.tflite file or an MLflow URI such as models:/fer-emotion@champion "
+                                   "(default: the registry champion, else models/model.keras)")
+    p.add_argument("--output", "-o", help="write JSON lines here instead of stdout")
+    p.add_argument("--annotate", metavar="DIR", help="also write annotated copies of the photos into DIR")
+    p.add_argument("--margin", type=float, default=0.1, help="extra border around each face box (fraction)")
+
+    def func(args):
+        code = run_predict(args.inputs, args.model, args.output, args.annotate, margin=args.margin)
+        if code:
+            sys.exit(code)
+
+    p.set_defaults(func=func)

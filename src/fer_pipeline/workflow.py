@@ -1,0 +1,188 @@
+"""Retraining and smoke runs as plain commands, so CI and a laptop run the very same steps.
+
+``fer smoke``   copy the repository to a temp dir, pull the data, run the whole pipeline on a
+                tiny subset for one epoch (``dvc repro``), report the metrics.
+``fer retrain`` in the current repository: ``dvc exp run`` with overrides, then
+                ``dvc metrics diff`` / ``dvc params diff`` against a base revision, a Markdown
+                summary, and whether test accuracy beats the base (CI opens a PR if it does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .errors import FerError
+from .fsutil import write_json, write_text
+
+# A whole-pipeline run in about a minute: 10 images per (split, class), one epoch.
+SMOKE_OVERRIDES: dict[str, object] = {
+    "ingest.max_per_class": 10,
+    "validate.split_rows.train": [60, 80],
+    "validate.split_rows.val": [60, 80],
+    "validate.split_rows.test": [60, 80],
+    "validate.class_share_range": [0.1, 0.2],
+    "train.epochs": 1,
+    "preprocess.preview_samples": 4,
+}
+
+
+def overrides_as_args(overrides: dict[str, object]) -> list[str]:
+    """``dvc exp run -S`` arguments (values as JSON, which DVC reads as YAML)."""
+    return [arg for key, value in overrides.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """``["train.epochs=60", ...]`` -> {"train.epochs": 60, ...} (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise FerError(f"override {item!r} is not key=value (e.g. train.epochs=60)")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def apply_overrides(params_path: Path, overrides: dict[str, object]) -> None:
+    params = yaml.safe_load(params_path.read_text())
+    for key, value in overrides.items():
+        node = params
+        *parents, leaf = key.split(".")
+        for p in parents:
+            if p not in node:
+                raise FerError(f"override {key}: no section {p!r} in {params_path.name}")
+            node = node[p]
+        node[leaf] = value
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _run(cmd: list[str], cwd: Path, env: dict | None = None, capture: bool = False) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, text=True,
+                          capture_output=capture, stdout=None if capture else sys.stderr)
+    if proc.returncode:
+        detail = (proc.stderr or "").strip().splitlines()[-1:] if capture else []
+        raise FerError(f"`{' '.join(cmd)}` failed in {cwd} (exit {proc.returncode}) {' '.join(detail)}")
+    return proc.stdout or ""
+
+
+def copy_repo(src: Path, dst: Path) -> Path:
+    """Copy the git-visible files (tracked plus untracked-not-ignored) into a fresh git repo whose
+    DVC remote points at the same storage, committed on branch ``main``."""
+    src = src.resolve()
+    files = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], src, capture=True)
+    dst.mkdir(parents=True, exist_ok=True)
+    for rel in filter(None, files.split("\0")):
+        s = src / rel
+        if s.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(s, dst / rel)
+    for name in ("config.local",):
+        (dst / ".dvc" / name).unlink(missing_ok=True)
+    remote_url = _run([sys.executable, "-m", "dvc", "remote", "list"], src, capture=True).split()
+    if len(remote_url) >= 2:
+        url = remote_url[1]
+        if not os.path.isabs(url) and "://" not in url:
+            url = str((src / ".dvc" / url).resolve())
+        _run([sys.executable, "-m", "dvc", "remote", "modify", "--local", remote_url[0], "url", url], dst)
+    # The raw archive, when the source has it checked out (else the caller runs `dvc pull`).
+    archive = src / "data" / "raw" / "fer2013.zip"
+    if archive.exists():
+        (dst / "data/raw").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(archive, dst / "data/raw/fer2013.zip")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "fer", "GIT_AUTHOR_EMAIL": "fer@localhost",
+           "GIT_COMMITTER_NAME": "fer", "GIT_COMMITTER_EMAIL": "fer@localhost"}
+    _run(["git", "init", "-q", "-b", "main"], dst)
+    _run(["git", "add", "-A"], dst)
+    _run(["git", "commit", "-q", "-m", "workspace copy"], dst, env=env)
+    return dst
+
+
+def smoke(src: Path, workdir: Path, extra: dict[str, object] | None = None) -> dict:
+    """Whole pipeline on a tiny subset in a copy of ``src``; returns the test metrics."""
+    repo = copy_repo(src, workdir)
+    if not (repo / "data/raw/fer2013.zip").exists():
+        _run([sys.executable, "-m", "dvc", "pull", "data/raw/fer2013.zip.dvc"], repo)
+    apply_overrides(repo / "params.yaml", {**SMOKE_OVERRIDES, **(extra or {})})
+    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")}
+    _run([sys.executable, "-m", "dvc", "repro"], repo, env=env)
+    return json.loads((repo / "reports/metrics.json").read_text())
+
+
+def _test_accuracy(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(json.loads(text)["test"]["accuracy"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: Path,
+            result_path: Path, name: str | None = None) -> dict:
+    """``dvc exp run`` with ``overrides`` in ``repo``, compared with ``base``; writes a Markdown
+    summary and a JSON result whose ``improved`` says whether test accuracy beats the base."""
+    dvc = [sys.executable, "-m", "dvc"]
+    cmd = [*dvc, "exp", "run", *overrides_as_args(overrides)] + (["-n", name] if name else [])
+    _run(cmd, repo)
+    metrics_md = _run([*dvc, "metrics", "diff", base, "--md"], repo, capture=True)
+    params_md = _run([*dvc, "params", "diff", base, "--md"], repo, capture=True)
+    try:
+        base_text = _run(["git", "show", f"{base}:reports/metrics.json"], repo, capture=True)
+    except FerError:
+        base_text = None
+    new_acc = _test_accuracy((repo / "reports/metrics.json").read_text())
+    base_acc = _test_accuracy(base_text)
+    improved = new_acc is not None and (base_acc is None or new_acc > base_acc)
+    verdict = (f"test accuracy {new_acc:.4f} vs {base}'s {base_acc:.4f}" if base_acc is not None
+               else f"test accuracy {new_acc:.4f} ({base} has none)")
+    summary = (f"## Retraining result\n\n**{'Improved' if improved else 'Not improved'}**: {verdict}.\n\n"
+               f"Overrides: `{' '.join(overrides_as_args(overrides)) or 'none'}`\n\n"
+               f"### Metrics vs `{base}`\n\n{metrics_md or 'no metric changes'}\n\n"
+               f"### Params vs `{base}`\n\n{params_md or 'no param changes'}\n")
+    write_text(summary_path, summary)
+    result = {"improved": improved, "test_accuracy": new_acc, "base_test_accuracy": base_acc, "base": base}
+    write_json(result_path, result)
+    return result
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("smoke", help="whole pipeline on a tiny subset, one epoch, in a temp copy")
+    p.add_argument("--workdir", default=None, help="where to put the copy (default: a new temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep the copy")
+
+    def smoke_cmd(args):
+        import tempfile
+
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="fer-smoke-")) / "repo"
+        try:
+            m = smoke(Path("."), work)
+            print(f"smoke pipeline ok: test accuracy {m['test']['accuracy']:.3f} on {work}")
+        finally:
+            if not args.keep:
+                shutil.rmtree(work.parent, ignore_errors=True)
+
+    p.set_defaults(func=smoke_cmd)
+
+    r = sub.add_parser("retrain", help="dvc exp run with overrides, diff against a base, summarise")
+    r.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE",
+                   help="parameter override, e.g. train.epochs=60 (repeatable)")
+    r.add_argument("--smoke", action="store_true", help="add the smoke overrides (tiny subset, 1 epoch)")
+    r.add_argument("--base", default="main", help="git revision to compare with (default: main)")
+    r.add_argument("--name", help="experiment name")
+    r.add_argument("--summary", default="retrain_summary.md")
+    r.add_argument("--result", default="retrain_result.json")
+
+    def retrain_cmd(args):
+        overrides = {**(SMOKE_OVERRIDES if args.smoke else {}), **parse_overrides(args.set)}
+        res = retrain(Path("."), overrides, args.base, Path(args.summary), Path(args.result), args.name)
+        print(f"{'improved' if res['improved'] else 'not improved'}: test accuracy {res['test_accuracy']} "
+              f"(base {res['base_test_accuracy']}); summary in {args.summary}")
+
+    r.set_defaults(func=retrain_cmd)

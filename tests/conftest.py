@@ -1,0 +1,113 @@
+"""Shared fixtures: a tiny FER2013 look-alike in all three input forms, built fresh in a temp dir.
+
+Images are synthetic (no FER2013 pixels are ever committed): each face is a distinct smooth
+pattern, JPEG-encoded once. The CSV form carries the decoded pixels of those same JPEGs, so all
+three forms describe the same images exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+from fer_pipeline.labels import CSV_ID_TO_NAME, LABELS  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_ARCHIVE = REPO.parent / "shared" / "data" / "fer2013.zip"
+USAGES = ("Training", "PublicTest", "PrivateTest")
+NAME_TO_CSV_ID = {name: i for i, name in CSV_ID_TO_NAME.items()}
+
+
+def synthetic_face(seed: int) -> np.ndarray:
+    """A 48x48 uint8 image with structure (so augmentation visibly changes it)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:48, 0:48] / 47.0
+    a, b, c = rng.uniform(0.5, 3, 3)
+    img = 128 + 60 * np.sin(a * 6 * xx + b * 3 * yy) + 40 * np.cos(c * 5 * yy) + rng.normal(0, 8, (48, 48))
+    img[int(rng.integers(8, 30)):][:, :4] = 0  # an asymmetric dark bar: flips are visible
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img, mode="L").save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+class FerFixture:
+    """Paths of the same tiny data set as a zip, as folders and as a CSV; plus its truth."""
+
+    def __init__(self, root: Path, per_class: int = 3):
+        self.root = root
+        self.entries: list[tuple[str, str, str, bytes]] = []  # (relative path, usage, class, jpeg)
+        seed = 0
+        for usage in USAGES:
+            top = "train" if usage == "Training" else "test"
+            for name in LABELS:
+                for k in range(per_class):
+                    seed += 1
+                    data = jpeg_bytes(synthetic_face(seed))
+                    self.entries.append((f"{top}/{name}/{usage}_{seed:05d}.jpg", usage, name, data))
+        self.folders = root / "folders"
+        for rel, _, _, data in self.entries:
+            p = self.folders / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        self.zip = root / "fer2013.zip"
+        self.write_zip(self.zip, self.entries)
+        self.csv = root / "fer2013.csv"
+        self.write_csv(self.csv, [(NAME_TO_CSV_ID[n], " ".join(map(str, decoded(d).ravel())), u)
+                                  for _, u, n, d in self.entries])
+
+    @staticmethod
+    def write_zip(path: Path, entries, extra: dict[str, bytes] | None = None) -> Path:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+            for rel, _, _, data in entries:
+                zf.writestr(rel, data)
+            for rel, data in (extra or {}).items():
+                zf.writestr(rel, data)
+        return path
+
+    @staticmethod
+    def write_csv(path: Path, rows) -> Path:
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["emotion", "pixels", "Usage"])
+            w.writerows(rows)
+        return path
+
+    def copy_folders(self, dst: Path) -> Path:
+        shutil.copytree(self.folders, dst)
+        return dst
+
+
+@pytest.fixture(scope="session")
+def fer_fixture(tmp_path_factory) -> FerFixture:
+    return FerFixture(tmp_path_factory.mktemp("fer"))
+
+
+@pytest.fixture
+def tiny_validate_cfg() -> dict:
+    """Validation bounds that suit the tiny fixture (3 images per class and split)."""
+    return {
+        "split_rows": {"train": [21, 21], "val": [21, 21], "test": [21, 21]},
+        "class_share_range": [0.1, 0.2],
+        "pixel_mean_range": [60, 200],
+        "pixel_std_range": [10, 120],
+        "near_blank_std": 3.0,
+    }

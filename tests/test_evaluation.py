@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from fer_pipeline.evaluation import (classification_metrics, confusion, evaluate_model, register_and_decide,
+                                     write_predictions_csv)
+from fer_pipeline.labels import LABELS
+
+
+def test_metrics_match_hand_computed_values():
+    # 8 predictions over classes 0 (angry), 3 (happy), 5 (sad).
+    y_true = np.array([0, 0, 0, 3, 3, 3, 3, 5])
+    y_pred = np.array([0, 0, 3, 3, 3, 3, 5, 5])
+    m = classification_metrics(y_true, y_pred)
+    assert m["accuracy"] == 0.75
+    # angry: P 2/2, R 2/3, F1 0.8; happy: P 3/4, R 3/4, F1 0.75; sad: P 1/2, R 1/1, F1 2/3.
+    assert m["per_class"]["angry"] == {"precision": 1.0, "recall": 0.6667, "f1": 0.8, "support": 3}
+    assert m["per_class"]["happy"]["f1"] == 0.75 and m["per_class"]["sad"]["f1"] == pytest.approx(0.6667)
+    assert m["per_class"]["disgust"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert m["macro_f1"] == pytest.approx(round((0.8 + 0.75 + 2 / 3) / 7, 4))
+    assert m["weighted_f1"] == pytest.approx(round((3 * 0.8 + 4 * 0.75 + 1 * 2 / 3) / 8, 4))
+
+
+def test_confusion_rows_are_true_labels_in_canonical_order(tmp_path):
+    y_true = np.array([LABELS.index("sad")] * 3 + [LABELS.index("angry")])
+    y_pred = np.array([LABELS.index("neutral")] * 2 + [LABELS.index("sad"), LABELS.index("angry")])
+    cm = confusion(y_true, y_pred)
+    assert cm.shape == (7, 7)
+    assert cm[LABELS.index("sad"), LABELS.index("neutral")] == 2
+    assert cm[LABELS.index("sad"), LABELS.index("sad")] == 1 and cm[0, 0] == 1
+    write_predictions_csv(tmp_path / "p.csv", y_true, y_pred)
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[:2] == ["actual,predicted", "sad,neutral"] and lines[-1] == "angry,angry"
+
+
+class FixedModel:
+    """Stands in for a Keras model: predicts class = the image's first pixel value (mod 7)."""
+
+    def predict(self, x, batch_size=None, verbose=0):
+        k = x[:, 0, 0, 0].astype(int) % 7
+        return np.eye(7, dtype=np.float32)[k] * 0.9 + 0.1 / 7
+
+
+def test_evaluate_model_reports_val_test_combined_and_tta():
+    x = np.zeros((4, 48, 48, 1), np.uint8)
+    x[:, 0, 0, 0] = x[:, 0, 47, 0] = [0, 1, 2, 3]  # symmetric: the mirror predicts the same class
+    x[2, 0, 47, 0] = 5  # mirrored, image 2 looks like class 5: TTA averages 2 and 5 -> tie -> 2
+    splits = {"val": (x, np.array([0, 1, 2, 3])), "test": (x, np.array([0, 1, 2, 4]))}
+    m, preds = evaluate_model(FixedModel(), splits, tta=True)
+    assert m["val"]["accuracy"] == 1.0 and m["test"]["accuracy"] == 0.75
+    assert m["combined_test_folder"] == {"images": 8, "accuracy": 0.875, "tta_accuracy": 0.875}
+    assert preds["test"].shape == (4, 7)
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    from fer_pipeline import tracking
+
+    tracking.setup("registry-test", tmp_path)
+    yield mlflow
+    mlflow.set_tracking_uri(None)
+
+
+def _logged_run(mlflow) -> str:
+    from fer_pipeline.models import build_model
+    from fer_pipeline.training import log_model
+
+    with mlflow.start_run() as run:
+        log_model(build_model("bn_vgg", widths=(4,), dense=0, dropout=0.0))
+    return run.info.run_id
+
+
+def test_champion_moves_only_when_test_accuracy_beats_it(registry):
+    mlflow = registry
+    client = mlflow.MlflowClient()
+    first = register_and_decide(_logged_run(mlflow), "fer-test", 0.60)
+    assert (first["version"], first["alias"]) == (1, "champion")
+    worse = register_and_decide(_logged_run(mlflow), "fer-test", 0.55)
+    assert (worse["version"], worse["alias"]) == (2, "challenger")
+    assert str(client.get_model_version_by_alias("fer-test", "champion").version) == "1"
+    tie = register_and_decide(_logged_run(mlflow), "fer-test", 0.60)
+    assert tie["alias"] == "challenger"
+    better = register_and_decide(_logged_run(mlflow), "fer-test", 0.65)
+    assert better["alias"] == "champion" and "beats champion v1" in better["reason"]
+    assert str(client.get_model_version_by_alias("fer-test", "champion").version) == "4"
+    assert client.get_model_version("fer-test", "4").tags["test_accuracy"] == "0.6500"
+    loaded = mlflow.pyfunc.load_model("models:/fer-test@champion")
+    assert np.asarray(loaded.predict(np.zeros((2, 48, 48, 1), np.float32))).shape == (2, 7)

@@ -1,0 +1,113 @@
+"""Faces in real photos (scikit-image's astronaut; nothing is shipped), batched prediction, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import astronaut_gray, fer_cli, tiny_model_file, write_png
+from fer_pipeline.predict import HaarFaceDetector, analyse, crop_face, load_predictor
+from fer_pipeline.errors import FerError
+from fer_pipeline.labels import LABELS
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    astro = astronaut_gray()
+    canvas = np.full((600, 1200), 255, np.uint8)
+    canvas[40:552, 0:512] = astro
+    canvas[40:552, 640:1152] = astro[:, ::-1]
+    folder = d / "folder"
+    folder.mkdir()
+    return {
+        "astronaut": write_png(d / "astronaut.png", astro),
+        "group": write_png(folder / "group.png", canvas),
+        "blank": write_png(folder / "blank.png", np.full((200, 300), 127, np.uint8)),
+        "huge": write_png(d / "huge.jpg", __import__("cv2").resize(astro, (4000, 3000))),
+        "text": (folder / "notes.png").write_text("not an image") and folder / "notes.png",
+        "folder": folder,
+        "model": tiny_model_file(d / "tiny.keras"),
+        "dir": d,
+    }
+
+
+def test_haar_finds_the_astronaut_face_where_expected():
+    boxes = HaarFaceDetector().detect(astronaut_gray())
+    assert len(boxes) == 1
+    x, y, w, h = boxes[0]
+    assert abs(x - 177) <= 8 and abs(y - 66) <= 8 and abs(w - 95) <= 10
+
+
+def test_several_faces_one_batch_and_a_blank_image(photos):
+    import cv2
+
+    pred = load_predictor(str(photos["model"]))
+    imgs = [(n, cv2.imread(str(photos[n]), cv2.IMREAD_GRAYSCALE)) for n in ("group", "blank")]
+    calls = []
+    original = pred._fn
+    pred._fn = lambda x: calls.append(len(x)) or original(x)
+    group, blank = analyse(imgs, pred, HaarFaceDetector())
+    assert len(group.faces) == 2 and blank.faces == []
+    assert calls == [2]  # all faces of all images in one batch
+    face = group.faces[0]
+    assert set(face) == {"box", "label", "score", "probabilities"}
+    assert list(face["probabilities"]) == list(LABELS)
+    assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
+
+
+def test_crop_is_48x48_and_clipped_at_the_border():
+    img = astronaut_gray()
+    assert crop_face(img, (0, 0, 100, 100), margin=0.3).shape == (48, 48)
+    assert crop_face(img, (480, 480, 40, 40), margin=0.5).shape == (48, 48)
+
+
+def test_cli_writes_json_lines_annotations_and_skips_unreadable_files(photos, tmp_path):
+    out, ann = tmp_path / "out.jsonl", tmp_path / "annotated"
+    r = fer_cli("predict", str(photos["astronaut"]), str(photos["folder"]), str(photos["huge"]),
+                "--model", str(photos["model"]), "-o", str(out), "--annotate", str(ann))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by_name = {row["file"].rsplit("/", 1)[-1]: row for row in rows}
+    assert set(by_name) == {"astronaut.png", "group.png", "blank.png", "huge.jpg"}
+    assert len(by_name["astronaut.png"]["faces"]) == 1 and len(by_name["group.png"]["faces"]) == 2
+    assert by_name["blank.png"]["faces"] == [] and (by_name["huge.jpg"]["width"], by_name["huge.jpg"]["height"]) == (4000, 3000)
+    assert by_name["huge.jpg"]["faces"], "the face in a 4000x3000 photo is found"
+    for row in rows:
+        assert set(row) == {"file", "width", "height", "faces"}
+        for f in row["faces"]:
+            assert len(f["box"]) == 4 and abs(sum(f["probabilities"].values()) - 1) < 1e-3
+    assert "skipped" in r.stderr and "notes.png" in r.stderr and "no face found" in r.stderr
+    written = sorted(p.name for p in ann.iterdir())
+    assert written == ["astronaut.png", "blank.png", "group.png", "huge.jpg"]
+    import cv2
+
+    assert cv2.imread(str(ann / "astronaut.png")).shape == (512, 512, 3)
+
+
+def test_cli_exits_non_zero_only_when_nothing_is_readable(photos, tmp_path):
+    r = fer_cli("predict", str(photos["text"]), "--model", str(photos["model"]))
+    assert r.returncode == 1 and "none of the inputs could be read" in r.stderr
+    r = fer_cli("predict", str(photos["astronaut"]), "--model", str(tmp_path / "missing.keras"))
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("error: model file") and "dvc repro" in r.stderr
+
+
+def test_missing_registry_model_names_the_uri(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    with pytest.raises(FerError, match="cannot load MLflow model models:/nope@champion"):
+        load_predictor("models:/nope@champion")
+
+
+def test_tflite_export_matches_keras(photos, tmp_path):
+    from fer_pipeline.export import to_tflite
+    import keras
+
+    model = keras.models.load_model(photos["model"])
+    path = tmp_path / "m.tflite"
+    path.write_bytes(to_tflite(model, "float16"))
+    x = np.random.default_rng(0).uniform(0, 255, (9, 48, 48, 1)).astype(np.float32)
+    tfl = load_predictor(str(path))(x)
+    ref = load_predictor(str(photos["model"]))(x)
+    assert tfl.shape == (9, 7) and tfl.dtype == np.float32
+    np.testing.assert_allclose(tfl, ref, atol=2e-2)

@@ -1,0 +1,126 @@
+"""A real (tiny) training run against a temp sqlite MLflow store."""
+
+import json
+import os
+
+import mlflow
+import numpy as np
+import pytest
+
+from fer_pipeline.data import ingest
+from fer_pipeline.fsutil import load_params
+from fer_pipeline.preprocess import run_preprocess
+from fer_pipeline.training import make_dataset, resolve_profile, train
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+TINY_MODEL = {"name": "bn_vgg", "bn_vgg": {"widths": [8, 16], "convs_per_stage": 1, "dropout": 0.1, "dense": 16}}
+
+
+def tiny_params() -> dict:
+    p = load_params(REPO / "params.yaml")
+    p["train"].update({"epochs": 2, "batch_size": 16, "deterministic": True, "model": TINY_MODEL})
+    p["preprocess"]["preview_samples"] = 2
+    p["tracking"]["experiment"] = "test"
+    return p
+
+
+@pytest.fixture(scope="module")
+def processed(fer_fixture, tmp_path_factory):
+    d = tmp_path_factory.mktemp("processed")
+    img, man, _ = ingest(fer_fixture.zip, workers=1, progress=False)
+    p = tiny_params()
+    summary = run_preprocess(img, man, p["preprocess"], p["preprocess"]["augment"], str(d / "data"),
+                             str(d / "preview.png"))
+    (d / "preprocess.json").write_text(json.dumps(summary))
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained_run(processed, tmp_path_factory, monkeypatch_module):
+    from fer_pipeline.training import run_train
+
+    work = tmp_path_factory.mktemp("run")
+    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    out = {k: str(work / v) for k, v in {
+        "model": "model.keras", "run_info": "run.json", "metrics": "train_metrics.json",
+        "history": "history.json", "curves": "curves.png"}.items()}
+    out["preview"] = str(processed / "preview.png")
+    out["preprocess_report"] = str(processed / "preprocess.json")
+    metrics = run_train(str(processed / "data"), tiny_params(), out, root=str(work))
+    return work, out, metrics
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_run_logs_params_epoch_metrics_figures_datasets_and_model(trained_run):
+    work, out, metrics = trained_run
+    info = json.loads(open(out["run_info"]).read())
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    run = client.get_run(info["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "2" and run.data.params["preprocess.augment.flip"] == "True"
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+    assert {"git_commit", "git_dirty", "data_md5", "param_count", "train_seconds"} <= set(run.data.tags)
+    assert int(run.data.tags["param_count"]) == metrics["params"]
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert figures == {"figures/curves.png", "figures/preview.png"}  # the files given in out
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"fer2013-train", "fer2013-val"}
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    probs = np.asarray(model.predict(np.zeros((5, 48, 48, 1), np.float32)))
+    assert probs.shape == (5, 7)
+    assert metrics["epochs_run"] == 2 and 0 <= metrics["best_val_accuracy"] <= 1
+    history = json.loads(open(out["history"]).read())
+    assert [r["epoch"] for r in history] == [1, 2] and "val_accuracy" in history[0]
+
+
+def test_same_seed_twice_gives_the_same_result(processed):
+    from fer_pipeline.preprocess import load_split
+
+    p = tiny_params()
+    tr, va = load_split(processed / "data", "train"), load_split(processed / "data", "val")
+    a = train(tr, va, p["train"], p["preprocess"]["augment"])
+    b = train(tr, va, p["train"], p["preprocess"]["augment"])
+    assert a.history["loss"] == b.history["loss"]
+    for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_mirrored_strategy_trains_on_one_device(processed):
+    from fer_pipeline.preprocess import load_split
+
+    p = tiny_params()
+    p["train"].update({"distribute": "mirrored", "epochs": 1})
+    r = train(load_split(processed / "data", "train"), load_split(processed / "data", "val"),
+              p["train"], p["preprocess"]["augment"])
+    assert len(r.history["loss"]) == 1 and np.isfinite(r.history["loss"][0])
+
+
+def test_training_dataset_is_augmented_and_val_is_not():
+    x = np.random.default_rng(0).integers(0, 255, (10, 48, 48, 1), dtype=np.uint8)
+    y = np.arange(10) % 7
+    from fer_pipeline.augment import AugmentConfig
+
+    val = next(iter(make_dataset(x, y, 10, training=False)))
+    np.testing.assert_array_equal(val[0].numpy(), x.astype(np.float32))
+    assert val[1].shape == (10, 7)
+    tr = next(iter(make_dataset(x, y, 10, training=True, aug=AugmentConfig(flip=True, rotation=0.1))))
+    assert tr[0].dtype.name == "float32" and tr[0].shape == (10, 48, 48, 1)
+    assert not np.array_equal(np.sort(tr[0].numpy().ravel()), np.sort(x.astype(np.float32).ravel()))
+
+
+def test_gpu_profile_overrides_nested_keys():
+    p = load_params(REPO / "params.yaml")["train"]
+    cpu = resolve_profile(p)
+    gpu = resolve_profile({**p, "profile": "gpu"})
+    assert cpu["epochs"] == p["epochs"] and "gpu_overrides" not in cpu
+    assert gpu["epochs"] == p["gpu_overrides"]["epochs"]
+    assert gpu["model"]["name"] == p["model"]["name"]  # untouched keys survive the merge
+    assert gpu["model"]["bn_vgg"]["widths"] == p["gpu_overrides"]["model"]["bn_vgg"]["widths"]
