@@ -124,3 +124,25 @@ def test_gpu_profile_overrides_nested_keys():
     assert gpu["epochs"] == p["gpu_overrides"]["epochs"]
     assert gpu["model"]["name"] == p["model"]["name"]  # untouched keys survive the merge
     assert gpu["model"]["bn_vgg"]["widths"] == p["gpu_overrides"]["model"]["bn_vgg"]["widths"]
+
+
+def test_a_crash_marks_the_run_failed_and_the_next_run_is_new(processed, tmp_path, monkeypatch):
+    from fer_pipeline.training import run_train
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    p = tiny_params()
+    p["train"]["optimizer"] = "bogus"
+    out = {k: str(tmp_path / v) for k, v in {
+        "model": "model.keras", "run_info": "run.json", "metrics": "m.json", "history": "h.json",
+        "curves": "c.png", "preview": "none.png", "preprocess_report": "none.json"}.items()}
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        run_train(str(processed / "data"), p, out, root=str(tmp_path))
+    assert not (tmp_path / "model.keras").exists() and not (tmp_path / "run.json").exists()
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("test")
+    assert [r.info.status for r in client.search_runs([exp.experiment_id])] == ["FAILED"]
+    p["train"]["optimizer"] = "adam"
+    p["train"]["epochs"] = 1
+    run_train(str(processed / "data"), p, out, root=str(tmp_path))
+    statuses = sorted(r.info.status for r in client.search_runs([exp.experiment_id]))
+    assert statuses == ["FAILED", "FINISHED"]
