@@ -89,7 +89,9 @@ def test_mlflow_models_serve_returns_seven_probabilities(tmp_path):
         del os.environ["MLFLOW_TRACKING_URI"]
         mlflow.set_tracking_uri(None)
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # mlflow starts `uvicorn` by name: the venv's bin must be on PATH, as it is for a user in the venv.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
+           "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/fer-serve@champion",
                              "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -214,6 +214,10 @@ The seed's 60.0% was early-stopped on the very test folder it reports, so it is 
 
 ## Figures
 
+The face grids and the augmentation preview show FER2013 images, which are not ours to
+redistribute: they are DVC outputs (`dvc repro` makes them, `dvc pull` fetches them from your
+remote), never committed to git.
+
 {figs}
 
 ## Reproduce

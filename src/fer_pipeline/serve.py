@@ -6,14 +6,14 @@ faces in, 7 probabilities out) is served by ``mlflow models serve`` instead (see
 
 from __future__ import annotations
 
+from fastapi import FastAPI, File, HTTPException, UploadFile
+
 from .predict import FaceDetector, HaarFaceDetector, Predictor, analyse, decode_image
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 
 def create_app(predictor: Predictor, detector: FaceDetector | None = None):
-    from fastapi import FastAPI, File, HTTPException, UploadFile
-
     detector = detector or HaarFaceDetector()
     app = FastAPI(title="FER2013 emotion service", version="1")
 
