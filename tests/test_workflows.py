@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,7 @@ def _copy(tmp_path) -> Path:
     from fer_pipeline.workflow import copy_repo
 
     repo = copy_repo(REPO, tmp_path / "repo")
-    if not (repo / "data/raw/fer2013.zip").exists():
-        subprocess.run([sys.executable, "-m", "dvc", "pull", "data/raw/fer2013.zip.dvc"], cwd=repo, check=True)
+    assert (repo / "data/raw/fer2013.zip").exists()
     return repo
 
 
@@ -99,8 +99,15 @@ def test_queued_sweep_gives_one_named_mlflow_run_per_experiment(tmp_path):
     for lr in ("0.001", "0.003"):
         subprocess.run([*dvc, "exp", "run", "--queue", "-n", f"lr-{lr}", *base, "-S", f"train.learning_rate={lr}"],
                        cwd=repo, env=env, check=True, capture_output=True)
-    subprocess.run([*dvc, "exp", "run", "--run-all", "-j", "1"], cwd=repo, env=env, check=True,
-                   capture_output=True, timeout=1200)
+    subprocess.run([*dvc, "queue", "start", "-j", "1"], cwd=repo, env=env, check=True, capture_output=True)
+    deadline = time.time() + 1200
+    while True:
+        status = subprocess.run([*dvc, "queue", "status"], cwd=repo, env=env, capture_output=True, text=True).stdout
+        if not any(word in status for word in ("Queued", "Running")) or time.time() > deadline:
+            break
+        time.sleep(3)
+    subprocess.run([*dvc, "queue", "stop"], cwd=repo, env=env, capture_output=True)
+    assert status.count("Success") == 2, status
     shown = json.loads(subprocess.run([*dvc, "exp", "show", "--json"], cwd=repo, env=env, check=True,
                                       capture_output=True, text=True).stdout)
     names = {e.get("name") for rev in shown for e in (rev.get("experiments") or []) if e}

@@ -90,10 +90,12 @@ def copy_repo(src: Path, dst: Path) -> Path:
         if not os.path.isabs(url) and "://" not in url:
             url = str((src / ".dvc" / url).resolve())
         _run([sys.executable, "-m", "dvc", "remote", "modify", "--local", remote_url[0], "url", url], dst)
-    # The raw archive, when the source has it checked out (else the caller runs `dvc pull`).
+    # The raw archive from the remote (fills the copy's DVC cache too, which queued experiments
+    # check out from); if the remote is unreachable, a copy of the source's file.
+    pulled = subprocess.run([sys.executable, "-m", "dvc", "pull", "-q", "data/raw/fer2013.zip.dvc"], cwd=dst,
+                            capture_output=True, text=True)
     archive = src / "data" / "raw" / "fer2013.zip"
-    if archive.exists():
-        (dst / "data/raw").mkdir(parents=True, exist_ok=True)
+    if pulled.returncode and archive.exists():
         shutil.copy2(archive, dst / "data/raw/fer2013.zip")
     env = {**os.environ, "GIT_AUTHOR_NAME": "fer", "GIT_AUTHOR_EMAIL": "fer@localhost",
            "GIT_COMMITTER_NAME": "fer", "GIT_COMMITTER_EMAIL": "fer@localhost"}
@@ -107,7 +109,8 @@ def smoke(src: Path, workdir: Path, extra: dict[str, object] | None = None) -> d
     """Whole pipeline on a tiny subset in a copy of ``src``; returns the test metrics."""
     repo = copy_repo(src, workdir)
     if not (repo / "data/raw/fer2013.zip").exists():
-        _run([sys.executable, "-m", "dvc", "pull", "data/raw/fer2013.zip.dvc"], repo)
+        raise FerError("no data/raw/fer2013.zip: the DVC remote is unreachable and the source has no copy; "
+                       "run `dvc pull` (README, Data)")
     apply_overrides(repo / "params.yaml", {**SMOKE_OVERRIDES, **(extra or {})})
     env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get(
         "MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")}
