@@ -56,8 +56,6 @@ class HaarFaceDetector:
 
 def read_image(path: str | os.PathLike) -> np.ndarray | None:
     """Grayscale uint8 image, or None if the file is not a readable image."""
-    import cv2
-
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError:
