@@ -82,14 +82,13 @@ def copy_repo(src: Path, dst: Path) -> Path:
         if s.is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(s, dst / rel)
-    for name in ("config.local",):
-        (dst / ".dvc" / name).unlink(missing_ok=True)
-    remote_url = _run([sys.executable, "-m", "dvc", "remote", "list"], src, capture=True).split()
-    if len(remote_url) >= 2:
-        url = remote_url[1]
+    # `dvc remote list` prints the default remote with its url resolved; pin it in the copy.
+    remote = _run([sys.executable, "-m", "dvc", "remote", "list"], src, capture=True).split()
+    if len(remote) >= 2:
+        name, url = remote[0], remote[1]
         if not os.path.isabs(url) and "://" not in url:
             url = str((src / ".dvc" / url).resolve())
-        _run([sys.executable, "-m", "dvc", "remote", "modify", "--local", remote_url[0], "url", url], dst)
+        _run([sys.executable, "-m", "dvc", "remote", "modify", "--local", name, "url", url], dst)
     # The raw archive from the remote (fills the copy's DVC cache too, which queued experiments
     # check out from); if the remote is unreachable, a copy of the source's file.
     pulled = subprocess.run([sys.executable, "-m", "dvc", "pull", "-q", "data/raw/fer2013.zip.dvc"], cwd=dst,
