@@ -77,6 +77,7 @@ def copy_repo(src: Path, dst: Path) -> Path:
     src = src.resolve()
     files = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], src, capture=True)
     dst.mkdir(parents=True, exist_ok=True)
+    _run(["git", "init", "-q", "-b", "main"], dst)  # DVC commands below need a git repo
     for rel in filter(None, files.split("\0")):
         s = src / rel
         if s.is_file():
@@ -98,7 +99,6 @@ def copy_repo(src: Path, dst: Path) -> Path:
         shutil.copy2(archive, dst / "data/raw/fer2013.zip")
     env = {**os.environ, "GIT_AUTHOR_NAME": "fer", "GIT_AUTHOR_EMAIL": "fer@localhost",
            "GIT_COMMITTER_NAME": "fer", "GIT_COMMITTER_EMAIL": "fer@localhost"}
-    _run(["git", "init", "-q", "-b", "main"], dst)
     _run(["git", "add", "-A"], dst)
     _run(["git", "commit", "-q", "-m", "workspace copy"], dst, env=env)
     return dst
