@@ -76,8 +76,11 @@ def _logged_run(mlflow) -> str:
 def test_champion_moves_only_when_test_accuracy_beats_it(registry):
     mlflow = registry
     client = mlflow.MlflowClient()
-    first = register_and_decide(_logged_run(mlflow), "fer-test", 0.60)
+    run1 = _logged_run(mlflow)
+    first = register_and_decide(run1, "fer-test", 0.60)
     assert (first["version"], first["alias"]) == (1, "champion")
+    again = register_and_decide(run1, "fer-test", 0.60)  # re-evaluating a run adds no version
+    assert (again["version"], again["alias"], again["reason"]) == (1, "champion", "first registered version")
     worse = register_and_decide(_logged_run(mlflow), "fer-test", 0.55)
     assert (worse["version"], worse["alias"]) == (2, "challenger")
     assert str(client.get_model_version_by_alias("fer-test", "champion").version) == "1"

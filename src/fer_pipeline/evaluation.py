@@ -107,11 +107,24 @@ def logged_model_uri(run_id: str) -> str:
 
 def register_and_decide(run_id: str, model_name: str, test_accuracy: float) -> dict:
     """Register the run's model; move alias ``champion`` to it only if its test accuracy beats the
-    current champion's, else give it alias ``challenger``. Returns the decision."""
+    current champion's, else give it alias ``challenger``. Returns the decision.
+
+    Idempotent per run: evaluating the same run again reuses its version and keeps its alias."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
+    try:
+        existing = client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'")
+    except MlflowException:
+        existing = []
+    if existing:
+        newest = max(existing, key=lambda mv: int(mv.version))
+        v = client.get_model_version(model_name, newest.version)  # search results carry no aliases
+        alias = "champion" if "champion" in v.aliases else "challenger"
+        return {"model": model_name, "version": int(v.version), "alias": alias,
+                "reason": v.tags.get("decision", f"run already registered as v{v.version}"),
+                "previous_champion": None}
     version = mlflow.register_model(logged_model_uri(run_id), model_name).version
     client.set_model_version_tag(model_name, version, "test_accuracy", f"{test_accuracy:.4f}")
     try:
@@ -128,6 +141,7 @@ def register_and_decide(run_id: str, model_name: str, test_accuracy: float) -> d
                   f"test accuracy {test_accuracy:.4f} beats champion v{champ_version} ({champ_acc:.4f})")
     else:
         reason = f"test accuracy {test_accuracy:.4f} does not beat champion v{champ_version} ({champ_acc:.4f})"
+    client.set_model_version_tag(model_name, version, "decision", reason)
     return {"model": model_name, "version": int(version), "alias": alias, "reason": reason,
             "previous_champion": int(champ_version) if champ_version else None}
 
@@ -280,16 +294,14 @@ def run_evaluate(data_dir: str, model_path: str, run_info_path: str, params: dic
                              "registry_alias": decision["alias"], "registry_decision": decision["reason"]})
             print(f"registry: {decision['model']} v{decision['version']} -> @{decision['alias']} ({decision['reason']})")
 
-    write_json(out["metrics"], {k: v for k, v in metrics.items()})
-    reports = {}
-    for key in ("train_metrics", "preprocess_report", "validation_report"):
-        p = Path(out[key])
-        reports[key] = json.loads(p.read_text()) if p.exists() else {}
-    figures = {k: out[k] for k in ("confusion_png", "f1_png", "grid_correct", "grid_wrong", "curves", "preview")}
-    card = model_card(metrics, reports["train_metrics"], reports["preprocess_report"],
-                      reports["validation_report"], decision, params, figures)
-    write_text(out["model_card"], card)
-    with mlflow.start_run(run_id=info["run_id"]):
+        write_json(out["metrics"], metrics)
+        reports = {}
+        for key in ("train_metrics", "preprocess_report", "validation_report"):
+            p = Path(out[key])
+            reports[key] = json.loads(p.read_text()) if p.exists() else {}
+        figures = {k: out[k] for k in ("confusion_png", "f1_png", "grid_correct", "grid_wrong", "curves", "preview")}
+        write_text(out["model_card"], model_card(metrics, reports["train_metrics"], reports["preprocess_report"],
+                                                 reports["validation_report"], decision, params, figures))
         mlflow.log_artifact(out["model_card"], "report")
     t = metrics["test"]
     print(f"test (PrivateTest) accuracy {t['accuracy']:.4f}"
