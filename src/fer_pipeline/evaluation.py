@@ -24,13 +24,9 @@ BASELINES = [
 ]
 
 
-def predict_probs(model, x: np.ndarray, tta: bool = False, batch_size: int = 512) -> np.ndarray:
-    """Class probabilities; with ``tta`` the mean over the image and its horizontal mirror."""
-    x = x.astype(np.float32)
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
-    if tta:
-        probs = (probs + model.predict(x[:, :, ::-1, :], batch_size=batch_size, verbose=0)) / 2
-    return probs
+def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities for raw 0-255 images (n, 48, 48, 1)."""
+    return model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -74,8 +70,8 @@ def evaluate_model(model, splits: dict[str, tuple[np.ndarray, np.ndarray]], tta:
     for name, (x, y) in splits.items():
         probs = predict_probs(model, x)
         m = classification_metrics(y, probs.argmax(1))
-        if tta:
-            tta_probs = predict_probs(model, x, tta=True)
+        if tta:  # reuse the plain predictions; only the mirrored images are new work
+            tta_probs = (probs + predict_probs(model, x[:, :, ::-1, :])) / 2
             t = classification_metrics(y, tta_probs.argmax(1))
             m.update({"tta_accuracy": t["accuracy"], "tta_macro_f1": t["macro_f1"]})
             preds[name + "_tta"] = tta_probs

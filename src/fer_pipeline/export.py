@@ -46,7 +46,7 @@ def run_export(model_path: str, out_path: str, data_dir: str, quantize: str = "f
     x, y = load_split(data_dir, "test")
     keras_acc = float(np.mean(predict_probs(model, x).argmax(1) == y))
     tfl = load_predictor(out_path)
-    tfl_acc = float(np.mean(np.concatenate([tfl(x[i:i + 512]) for i in range(0, len(x), 512)]).argmax(1) == y))
+    tfl_acc = float(np.mean(tfl(x).argmax(1) == y))
     report = {
         "quantize": quantize,
         "tflite_bytes": len(blob),
