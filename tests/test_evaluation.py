@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fer_pipeline.evaluation import (classification_metrics, confusion, evaluate_model, register_and_decide,
-                                     write_predictions_csv)
+                                     shifted, tta_offsets, write_predictions_csv)
 from fer_pipeline.labels import LABELS
 
 
@@ -49,6 +49,34 @@ def test_evaluate_model_reports_val_test_combined_and_tta():
     assert m["val"]["accuracy"] == 1.0 and m["test"]["accuracy"] == 0.75
     assert m["combined_test_folder"] == {"images": 8, "accuracy": 0.875, "tta_accuracy": 0.875}
     assert preds["test"].shape == (4, 7)
+
+
+def test_shifted_moves_content_and_reflects_the_border():
+    x = np.arange(2 * 6 * 5, dtype=np.uint8).reshape(2, 6, 5, 1)
+    right = shifted(x, 2, 0)
+    assert right.shape == x.shape
+    assert np.array_equal(right[:, :, 2:], x[:, :, :3])             # column c moved to c + 2
+    assert np.array_equal(right[:, :, 0], x[:, :, 2])               # border reflected, not zeros
+    down = shifted(x, 0, 1)
+    assert np.array_equal(down[:, 1:], x[:, :-1]) and np.array_equal(down[:, 0], x[:, 1])
+    assert np.array_equal(shifted(x, -2, 0)[:, :, :3], x[:, :, 2:])
+    assert shifted(x, 0, 0) is x
+    assert tta_offsets(0) == [] and sorted(tta_offsets(2)) == [(-2, 0), (0, -2), (0, 2), (2, 0)]
+
+
+def test_shift_tta_averages_ten_views():
+    # Class = value of the top-left pixel. Image 0 shows class 1 only there (a 1-pixel spot, which
+    # any shift moves away: 8 of 10 views see class 0); image 1 is uniform (all views agree).
+    x = np.zeros((2, 48, 48, 1), np.uint8)
+    x[0, 0, 0, 0] = x[0, 0, 47, 0] = 1
+    x[1] = 3
+    splits = {"test": (x, np.array([1, 3]))}
+    flip_only, _ = evaluate_model(FixedModel(), splits, tta=True, shift_px=0)
+    ten, preds = evaluate_model(FixedModel(), splits, tta=True, shift_px=2)
+    assert flip_only["test"]["tta_views"] == 2 and flip_only["test"]["tta_accuracy"] == 1.0
+    assert ten["test"]["tta_views"] == 10 and ten["test"]["tta_accuracy"] == 0.5
+    expected = (np.eye(7)[1] * 0.9 + 0.1 / 7) * 0.2 + (np.eye(7)[0] * 0.9 + 0.1 / 7) * 0.8
+    assert np.allclose(preds["test_tta"][0], expected)
 
 
 @pytest.fixture
