@@ -36,6 +36,20 @@ def test_dvc_yaml_stages_and_params_sections_agree():
         assert (REPO / "pipeline" / f"{stage}.py").exists()
 
 
+def test_stage_scripts_import_the_package_of_their_own_copy(tmp_path):
+    # A `dvc exp run --temp` or queued experiment runs in a copy of the repo while the venv's
+    # editable install points at the original: the stage must still run its copy's code.
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(REPO / "pipeline", copy / "pipeline", symlinks=True)
+    shutil.copytree(REPO / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (copy / "pipeline" / "where.py").write_text("import fer_pipeline\nprint(fer_pipeline.__file__)\n")
+    out = subprocess.run([sys.executable, "pipeline/where.py"], cwd=copy, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert Path(out).resolve() == (copy / "src" / "fer_pipeline" / "__init__.py").resolve()
+
+
 def test_validate_stage_exits_non_zero_with_one_line_on_hard_failure(fer_fixture, tmp_path, tiny_validate_cfg):
     work = tmp_path / "w"
     (work / "reports").mkdir(parents=True)
