@@ -3,11 +3,11 @@
 from fer_pipeline.cli import run_stage
 from fer_pipeline.errors import FerError
 from fer_pipeline.export import run_export
-from fer_pipeline.fsutil import load_params, write_json
+from fer_pipeline.fsutil import write_json
 
 
-def main() -> None:
-    p = load_params()["export"]
+def main(params: dict) -> None:
+    p = params["export"]
     r = run_export("models/model.keras", "models/model.tflite", "data/processed", p["quantize"],
                    max_drop=p["max_drop_points"] / 100)
     write_json("reports/tflite.json", r)
@@ -18,4 +18,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage("export", main)

@@ -2,11 +2,10 @@
 
 from fer_pipeline.cli import run_stage
 from fer_pipeline.data import run_ingest
-from fer_pipeline.fsutil import load_params
 
 
-def main() -> None:
-    p = load_params()["ingest"]
+def main(params: dict) -> None:
+    p = params["ingest"]
     s = run_ingest(p["input"], "data/interim", "reports/ingest.json", max_per_class=p["max_per_class"],
                    seed=p["seed"], workers=p["workers"])
     print(f"ingested {s['images']:,} images ({s['form']}): "
@@ -15,4 +14,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage("ingest", main)

@@ -1,7 +1,6 @@
 """DVC stage train: fit the model chosen in params.yaml, log the run to MLflow."""
 
 from fer_pipeline.cli import run_stage
-from fer_pipeline.fsutil import load_params
 from fer_pipeline.training import run_train
 
 OUT = {
@@ -15,4 +14,4 @@ OUT = {
 }
 
 if __name__ == "__main__":
-    run_stage(lambda: run_train("data/processed", load_params(), OUT))
+    run_stage("train", lambda params: run_train("data/processed", params, OUT))

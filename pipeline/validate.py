@@ -4,16 +4,14 @@ import json
 
 from fer_pipeline.cli import run_stage
 from fer_pipeline.data import load_arrays
-from fer_pipeline.fsutil import load_params
 from fer_pipeline.validation import run_validate
 
 
-def main() -> None:
-    cfg = load_params()["validate"]
+def main(params: dict) -> None:
     images, manifest = load_arrays("data/interim")
     with open("reports/ingest.json") as fh:
         ingest_summary = json.load(fh)
-    s = run_validate(images, manifest, cfg, ingest_summary, "reports/validation.json",
+    s = run_validate(images, manifest, params["validate"], ingest_summary, "reports/validation.json",
                      "reports/validation_details.json", "reports/validation.html")
     soft = s["soft"]
     print(f"validation passed: {s['expectations']} expectations; soft findings: "
@@ -23,4 +21,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage("validate", main)

@@ -3,7 +3,8 @@
 Everything is batched and *stateless*: the random numbers of batch ``i`` derive from
 ``(seed, i)``, so the same seed gives the same augmented stream whatever the parallelism.
 Rotation, zoom and translation are composed into one affine transform per image (a single
-``ImageProjectiveTransformV3`` call per batch), which keeps the two CPU cores on the model.
+``ImageProjectiveTransformV3`` call per batch), which keeps the two CPU cores on the model. A
+random crop (``crop_size`` < 48) is the same call with a smaller output and a random offset.
 """
 
 from __future__ import annotations
@@ -16,20 +17,28 @@ import tensorflow as tf
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    flip: bool = True
-    rotation: float = 0.0       # max rotation, fraction of a full turn (0.04 = +-14.4 degrees)
-    translation: float = 0.0    # max shift, fraction of the image side
-    zoom: float = 0.0           # max zoom in/out, fraction (0.1 = scale 0.9-1.1)
-    erasing_prob: float = 0.0   # probability of one random-erasing rectangle per image
-    erasing_max_area: float = 0.2
-    mixup_alpha: float = 0.0    # 0 disables mixup
+    """The validated ``preprocess.augment`` section (``params.yaml`` holds every value)."""
+
+    flip: bool
+    rotation: float             # max rotation, fraction of a full turn (0.04 = +-14.4 degrees)
+    translation: float          # max shift, fraction of the image side
+    zoom: float                 # max zoom in/out, fraction (0.1 = scale 0.9-1.1)
+    erasing_prob: float         # probability of one random-erasing rectangle per image
+    erasing_max_area: float
+    mixup_alpha: float          # 0 disables mixup
+    crop_size: int = 48         # random crops of this side (``train.crop_size``); 48 = whole face
 
     @classmethod
-    def from_params(cls, p: dict | None) -> "AugmentConfig":
-        p = dict(p or {})
-        enabled = p.pop("enabled", True)
-        cfg = cls(**{k: v for k, v in p.items() if k in cls.__dataclass_fields__})
-        return cfg if enabled else cls(flip=False)
+    def from_params(cls, p: dict, crop_size: int = 48) -> "AugmentConfig":
+        """From the validated section; ``enabled: false`` turns every transform off (crops stay)."""
+        if not p["enabled"]:
+            return cls.none(crop_size)
+        return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k != "crop_size"}, crop_size=crop_size)
+
+    @classmethod
+    def none(cls, crop_size: int = 48) -> "AugmentConfig":
+        return cls(flip=False, rotation=0.0, translation=0.0, zoom=0.0, erasing_prob=0.0,
+                   erasing_max_area=0.0, mixup_alpha=0.0, crop_size=crop_size)
 
 
 def _affine(batch: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
@@ -49,10 +58,16 @@ def _affine(batch: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
     b0, b1 = sin, cos
     a2 = cx - a0 * cx - a1 * cy - dx
     b2 = cy - b0 * cx - b1 * cy - dy
+    size = tf.shape(batch)[1:3]
+    if cfg.crop_size < 48:
+        # A random crop: output pixel (x, y) is pixel (x + ox, y + oy) of the transformed face.
+        size = tf.constant([cfg.crop_size, cfg.crop_size])
+        off = tf.random.stateless_uniform([n, 2], seeds[3], 0.0, 1.0) * (w - cfg.crop_size)
+        a2, b2 = a2 + a0 * off[:, 0] + a1 * off[:, 1], b2 + b0 * off[:, 0] + b1 * off[:, 1]
     zeros = tf.zeros_like(a0)
     transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=batch, transforms=transforms, output_shape=tf.shape(batch)[1:3],
+        images=batch, transforms=transforms, output_shape=size,
         interpolation="BILINEAR", fill_mode="REFLECT", fill_value=0.0)
 
 
@@ -83,7 +98,7 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.
     if cfg.flip:
         flip = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], s[0]) < 0.5
         x = tf.where(flip, tf.reverse(x, axis=[2]), x)
-    if cfg.rotation or cfg.zoom or cfg.translation:
+    if cfg.rotation or cfg.zoom or cfg.translation or cfg.crop_size < 48:
         x = _affine(x, cfg, s[1])
     if cfg.erasing_prob:
         x = _erase(x, cfg, s[2])

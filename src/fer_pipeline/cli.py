@@ -10,11 +10,15 @@ from typing import Callable
 from .errors import FerError
 
 
-def run_stage(fn: Callable[[], object]) -> None:
-    """Run a stage function; a user-facing error becomes one line on stderr and exit status 1."""
+def run_stage(stage: str, fn: Callable[[dict], object]) -> None:
+    """Validate params.yaml, then run ``fn`` with the params ``stage`` reads (``params.STAGE_PARAMS``).
+    A user-facing error (a bad parameter included) becomes one line on stderr and exit status 1,
+    before any output is touched."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        fn()
+        from .params import for_stage
+
+        fn(for_stage(stage))
     except FerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -31,7 +35,14 @@ def main(argv: list[str] | None = None) -> None:
     for module in (predict, serve, export, workflow):
         module.add_parser(sub)
     args = parser.parse_args(argv)
-    run_stage(lambda: args.func(args))
+    try:
+        args.func(args)
+    except FerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

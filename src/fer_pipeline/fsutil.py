@@ -1,4 +1,4 @@
-"""Small filesystem helpers: atomic writes, params loading, JSON output."""
+"""Small filesystem helpers: atomic writes, JSON output, the preprocessed splits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
 
 
 @contextlib.contextmanager
@@ -53,9 +52,17 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def load_params(path: str | os.PathLike = "params.yaml") -> dict:
-    with open(path) as fh:
-        return yaml.safe_load(fh)
+def load_split(data_dir: str | os.PathLike, split: str):
+    """``(x, y)`` of ``<data_dir>/<split>.npz`` (preprocess output): uint8 (n, 48, 48, 1), int64."""
+    import numpy as np
+
+    from .errors import DataError
+
+    path = Path(data_dir) / f"{split}.npz"
+    if not path.exists():
+        raise DataError(f"{path} not found: run the preprocess stage first (`dvc repro preprocess`)")
+    with np.load(path) as z:
+        return z["x"], z["y"]
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -1,5 +1,10 @@
 """CNN builders. Each takes raw 0-255 pixels shaped (48, 48, 1) and scales inside the model, so a
-saved model needs no separate preprocessing. ``build_model(name, **kwargs)`` picks one by name."""
+saved model needs no separate preprocessing. ``build_model(name, crop_size, **kwargs)`` picks one by
+name; every size comes from ``params.yaml`` (no defaults here).
+
+With ``crop_size`` < 48 the model trains on random crops of that size (made by the augmentation)
+and, given a 48x48 face, looks at its centre crop: a ``CenterCrop`` layer is the identity on a
+crop-sized input and crops a full face, so a saved model still takes 48x48 faces."""
 
 from __future__ import annotations
 
@@ -13,9 +18,13 @@ from .labels import NUM_CLASSES
 INPUT_SHAPE = (48, 48, 1)
 
 
-def _inputs() -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    inputs = keras.Input(shape=INPUT_SHAPE, name="pixels")
-    return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+def _inputs(crop_size: int) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    if crop_size >= INPUT_SHAPE[0]:
+        inputs = keras.Input(shape=INPUT_SHAPE, name="pixels")
+        return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    inputs = keras.Input(shape=(None, None, 1), name="pixels")  # 48x48 faces, or crops in training
+    x = layers.CenterCrop(crop_size, crop_size, name="center_crop")(inputs)
+    return inputs, layers.Rescaling(1.0 / 255, name="rescale")(x)
 
 
 def _head(x, dropout: float, dense: int, num_classes: int):
@@ -29,11 +38,11 @@ def _head(x, dropout: float, dense: int, num_classes: int):
     return layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)
 
 
-def vgg16(num_classes: int = NUM_CLASSES, dense: int = 4096, dropout: float = 0.0) -> keras.Model:
+def vgg16(*, dense: int, dropout: float, crop_size: int, num_classes: int = NUM_CLASSES) -> keras.Model:
     """The seed notebook's modified VGG-16: 13 3x3 convs in blocks 64/128/256/512/512, max-pool
     after the first four blocks, global average pooling, Dense 4096, softmax. Like the seed it
     sees 3 channels (the gray channel repeated)."""
-    inputs, x = _inputs()
+    inputs, x = _inputs(crop_size)
     x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
     blocks = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
     for b, (width, convs) in enumerate(blocks, start=1):
@@ -49,26 +58,23 @@ def vgg16(num_classes: int = NUM_CLASSES, dense: int = 4096, dropout: float = 0.
     return keras.Model(inputs, outputs, name="vgg16")
 
 
-def bn_vgg(num_classes: int = NUM_CLASSES, widths: tuple[int, ...] = (32, 64, 128, 256),
-           convs_per_stage: int = 2, dropout: float = 0.4, dense: int = 256,
-           weight_decay: float = 0.0) -> keras.Model:
+def bn_vgg(*, widths: tuple[int, ...], convs_per_stage: int, dropout: float, dense: int, crop_size: int,
+           num_classes: int = NUM_CLASSES) -> keras.Model:
     """VGG-style stages of (3x3 conv, BN, ReLU) x ``convs_per_stage`` then max-pool; GAP head."""
-    reg = keras.regularizers.L2(weight_decay) if weight_decay else None
-    inputs, x = _inputs()
+    inputs, x = _inputs(crop_size)
     for s, width in enumerate(widths, start=1):
         for c in range(1, convs_per_stage + 1):
-            x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_regularizer=reg,
-                              name=f"s{s}_conv{c}")(x)
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{s}_conv{c}")(x)
             x = layers.BatchNormalization(name=f"s{s}_bn{c}")(x)
             x = layers.ReLU(name=f"s{s}_relu{c}")(x)
         x = layers.MaxPooling2D(2, name=f"s{s}_pool")(x)
     return keras.Model(inputs, _head(x, dropout, dense, num_classes), name="bn_vgg")
 
 
-def mini_xception(num_classes: int = NUM_CLASSES, widths: tuple[int, ...] = (16, 32, 64, 128),
-                  stem: int = 8, dropout: float = 0.0, dense: int = 0) -> keras.Model:
+def mini_xception(*, widths: tuple[int, ...], stem: int, dropout: float, dense: int, crop_size: int,
+                  num_classes: int = NUM_CLASSES) -> keras.Model:
     """mini-Xception-like: a small conv stem, then residual blocks of depthwise-separable convs."""
-    inputs, x = _inputs()
+    inputs, x = _inputs(crop_size)
     for i in (1, 2):
         x = layers.Conv2D(stem, 3, use_bias=False, padding="same", name=f"stem_conv{i}")(x)
         x = layers.BatchNormalization(name=f"stem_bn{i}")(x)
@@ -91,10 +97,39 @@ REGISTRY: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def build_model(name: str, **kwargs) -> keras.Model:
+def build_model(name: str, crop_size: int, **kwargs) -> keras.Model:
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
-    for key in ("widths",):
-        if key in kwargs and isinstance(kwargs[key], list):
-            kwargs[key] = tuple(kwargs[key])
-    return REGISTRY[name](**kwargs)
+    if isinstance(kwargs.get("widths"), list):
+        kwargs["widths"] = tuple(kwargs["widths"])
+    return REGISTRY[name](crop_size=crop_size, **kwargs)
+
+
+def forward_macs(model: keras.Model) -> int:
+    """Multiply-adds of one forward pass of one image, from the layers' static shapes: convolutions
+    (plain, depthwise, separable) and dense layers; BN, pooling and activations (under 1%) are
+    left out. Training costs about 3x the forward pass: ``training_flops_per_image``."""
+    total = 0
+    for layer in model.layers:
+        if not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense)):
+            continue
+        out = layer.output.shape
+        cin = int(layer.input.shape[-1])
+        if isinstance(layer, layers.Dense):
+            total += cin * int(out[-1])
+            continue
+        hw = int(out[1]) * int(out[2])
+        kh, kw = layer.kernel_size
+        if isinstance(layer, layers.SeparableConv2D):
+            mult = layer.depth_multiplier
+            total += hw * cin * mult * kh * kw + hw * cin * mult * int(out[-1])
+        elif isinstance(layer, layers.DepthwiseConv2D):
+            total += hw * cin * layer.depth_multiplier * kh * kw
+        else:
+            total += hw * int(out[-1]) * kh * kw * cin // layer.groups
+    return int(total)
+
+
+def training_flops_per_image(model: keras.Model) -> int:
+    """FLOPs to train on one image: 2 FLOPs per multiply-add, forward + backward (about 2x forward)."""
+    return 6 * forward_macs(model)

@@ -34,6 +34,22 @@ def curves(history: dict[str, list[float]], path) -> None:
     save(fig, path)
 
 
+def image_rows(columns: list[np.ndarray], titles: list[str], path, title: str) -> None:
+    """A grid of 0-255 images (n, h, w, 1): one column per array, one row per image."""
+    n = len(columns[0])
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.4 * len(columns), 1.4 * n))
+    axes = np.atleast_2d(axes).reshape(n, len(columns))
+    for c, (images, head) in enumerate(zip(columns, titles)):
+        for r in range(n):
+            ax = axes[r, c]
+            ax.imshow(np.clip(images[r, ..., 0], 0, 255), cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(head, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    save(fig, path)
+
+
 def confusion(cm: np.ndarray, path, title: str) -> None:
     """Counts (left) and row-normalised (right); rows = true label, columns = predicted."""
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import yaml
+from .labels import LABELS
 
 DEFAULT_DB = "mlflow.db"
 
@@ -61,17 +61,48 @@ def setup(experiment: str, root: str | os.PathLike = ".") -> str:
     return uri
 
 
+# Paths the pipeline itself writes: DVC removes and rewrites the git-tracked ones while it runs,
+# so a difference there says nothing about the sources or params of the run.
+OUTPUT_PREFIXES = ("models/", "reports/", "dvc.lock")
+
+
+def changed_sources(porcelain: str) -> list[str]:
+    """Paths in ``git status --porcelain`` output that are sources or params, not pipeline outputs."""
+    paths = []
+    for line in porcelain.splitlines():
+        if len(line) < 4:
+            continue
+        path = line[3:].split(" -> ")[-1].strip('"')
+        if not path.startswith(OUTPUT_PREFIXES):
+            paths.append(path)
+    return paths
+
+
 def git_info(root: str | os.PathLike = ".") -> dict[str, str]:
+    """``git_commit``, and ``git_dirty``: whether any tracked source or params file differs from
+    that commit (pipeline outputs under models/, reports/ and dvc.lock do not count)."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                                  check=True).stdout.strip()
+                                  check=True).stdout
         except (subprocess.CalledProcessError, FileNotFoundError):
             return ""
 
-    commit = git("rev-parse", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else False
-    return {"git_commit": commit or "unknown", "git_dirty": str(dirty).lower()}
+    commit = git("rev-parse", "HEAD").strip()
+    changed = changed_sources(git("status", "--porcelain", "--untracked-files=no")) if commit else []
+    info = {"git_commit": commit or "unknown", "git_dirty": str(bool(changed)).lower()}
+    if changed:
+        info["git_dirty_files"] = ", ".join(changed)[:500]
+    return info
+
+
+def ci_tags() -> dict[str, str]:
+    """The GitHub Actions run that made this run, when there is one."""
+    env = os.environ
+    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
+        url = f"{env.get('GITHUB_SERVER_URL', 'https://github.com')}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+        return {"ci_run_url": url, "ci_workflow": env.get("GITHUB_WORKFLOW", "")}
+    return {}
 
 
 def run_name(root: str | os.PathLike = ".") -> str:
@@ -84,27 +115,24 @@ def run_name(root: str | os.PathLike = ".") -> str:
     return short + ("-dirty" if info["git_dirty"] == "true" else "")
 
 
-def data_md5(root: str | os.PathLike = ".", dvc_file: str = "data/raw/fer2013.zip.dvc") -> str:
-    """md5 of the raw archive as DVC tracks it (``.dvc`` file, else ``dvc.lock``)."""
-    root = Path(root)
-    path = root / dvc_file
-    if path.exists():
-        outs = (yaml.safe_load(path.read_text()) or {}).get("outs", [])
-        if outs:
-            return str(outs[0].get("md5", "unknown"))
-    lock = root / "dvc.lock"
-    if lock.exists():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        for dep in stages.get("ingest", {}).get("deps", []):
-            if str(dep.get("path", "")).startswith("data/raw"):
-                return str(dep.get("md5", "unknown"))
-    return "unknown"
+def data_md5(files: list[str | os.PathLike]) -> str:
+    """One md5 over the bytes of ``files`` (the preprocessed splits a run trained on): the same
+    data gives the same tag on any machine (preprocess output is byte-for-byte reproducible)."""
+    import hashlib
+
+    h = hashlib.md5()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
-def write_run_info(path: str | os.PathLike, run_id: str, experiment_id: str, uri: str) -> None:
+def write_run_info(path: str | os.PathLike, run_id: str, experiment_id: str) -> None:
+    """The training run's id, for evaluate. No tracking URI: each machine uses its own (``tracking_uri``)."""
     from .fsutil import write_json
 
-    write_json(path, {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": uri})
+    write_json(path, {"run_id": run_id, "experiment_id": experiment_id})
 
 
 def read_run_info(path: str | os.PathLike) -> dict:
@@ -114,3 +142,18 @@ def read_run_info(path: str | os.PathLike) -> dict:
     if not p.exists():
         raise FerError(f"{p} not found: run the train stage first (`dvc repro train`)")
     return json.loads(p.read_text())
+
+
+def log_model(model, name: str = "model") -> str:
+    """Log a Keras model with an explicit signature (no input example: see README, Known issues)."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 48, 48, 1), "pixels")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(LABELS)), "probs")]))
+    info = mlflow.keras.log_model(model, name=name, signature=signature)
+    return info.model_uri
+

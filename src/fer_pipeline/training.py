@@ -1,7 +1,11 @@
-"""Training: tf.data input pipeline, optimizer and schedule, best-on-val checkpoint, MLflow logging."""
+"""Training: tf.data input pipeline, optimizer and schedule, best-on-val checkpoint, MLflow logging.
+
+``cfg`` is the validated ``train`` section of params.yaml (``fer_pipeline.params``): every value
+comes from there, none is defaulted here."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -21,9 +25,20 @@ class TrainResult:
     history: dict[str, list[float]]
     best_epoch: int
     best_val_accuracy: float
-    seconds: float
-    images_per_second: float
+    seconds: float              # fit() wall time, validation included
+    step_seconds: float         # time in training steps only (validation excluded)
+    images_seen: int
     params: int
+    flops_per_image: int        # training FLOPs per image at the model's input (crop) size
+
+    @property
+    def images_per_second(self) -> float:
+        """Training step rate: images per second of training steps, validation excluded."""
+        return self.images_seen / max(self.step_seconds, 1e-9)
+
+    @property
+    def epoch_seconds(self) -> float:
+        return self.seconds / max(len(self.history.get("loss", [])), 1)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -36,16 +51,15 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def get_strategy(name: str):
-    """``none`` (default device), ``mirrored`` (all local devices) or ``multi_worker`` (TF_CONFIG)."""
+    """``none`` (default device) or ``mirrored`` (all local devices). Multi-worker training is not
+    offered: Keras 3 fails under MultiWorkerMirroredStrategy (keras-team/keras#20585; README)."""
     import tensorflow as tf
 
-    if name in (None, "none"):
+    if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown distribute strategy {name!r}; use none, mirrored or multi_worker")
+    raise ValueError(f"unknown distribute strategy {name!r}; use none or mirrored")
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
@@ -62,7 +76,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.batch(batch_size, drop_remainder=False)
-    aug = aug or AugmentConfig(flip=False)
+    aug = aug or AugmentConfig.none()
 
     def prepare(step, batch):
         images, labels, w = batch
@@ -80,34 +94,37 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
 
 
 def make_optimizer(cfg: dict, steps_per_epoch: int, epochs: int):
+    """Optimizer and schedule from the ``train`` section; ``ema`` > 0 keeps an exponential moving
+    average of the weights (Keras's ``use_ema``), which validation and the saved model use."""
     import keras
 
     total = max(steps_per_epoch * epochs, 1)
-    warmup = int(steps_per_epoch * cfg.get("warmup_epochs", 0))
+    warmup = int(steps_per_epoch * cfg["warmup_epochs"])
     lr = float(cfg["learning_rate"])
-    schedule_name = cfg.get("schedule", "cosine")
+    schedule_name = cfg["schedule"]
     if schedule_name == "cosine":
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=lr / 10 if warmup else lr, decay_steps=max(total - warmup, 1),
-            alpha=float(cfg.get("min_lr_ratio", 0.01)), warmup_target=lr if warmup else None,
+            alpha=float(cfg["min_lr_ratio"]), warmup_target=lr if warmup else None,
             warmup_steps=warmup)
     elif schedule_name == "constant":
         schedule = lr
     else:
         raise ValueError(f"unknown schedule {schedule_name!r}; use cosine or constant")
-    name = cfg.get("optimizer", "adamw")
-    wd = float(cfg.get("weight_decay", 0.0))
+    name = cfg["optimizer"]
+    wd = float(cfg["weight_decay"])
+    ema = {"use_ema": True, "ema_momentum": float(cfg["ema"])} if cfg["ema"] else {}
     if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=wd)
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=wd, **ema)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate=schedule)
+        return keras.optimizers.Adam(learning_rate=schedule, **ema)
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True,
-                                    weight_decay=wd or None)
+                                    weight_decay=wd or None, **ema)
     raise ValueError(f"unknown optimizer {name!r}; use adamw, adam or sgd")
 
 
-def _callbacks(patience: int, mlflow_logging: bool, epochs: int):
+def _callbacks(patience: int, mlflow_logging: bool, epochs: int, ema: bool):
     import keras
 
     class BestWeights(keras.callbacks.Callback):
@@ -127,16 +144,30 @@ def _callbacks(patience: int, mlflow_logging: bool, epochs: int):
                 self.model.set_weights(self.weights)
 
     class EpochLog(keras.callbacks.Callback):
-        """One line per epoch; learning rate into the logs; metrics to MLflow when a run is active."""
+        """One line per epoch; learning rate into the logs; metrics to MLflow when a run is active.
+        Times each epoch's training steps apart from its validation."""
+
+        def __init__(self):
+            super().__init__()
+            self.step_seconds = 0.0
+            self.t_val = None
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.time()
+            self.t0, self.t_val = time.perf_counter(), None
+
+        def on_test_begin(self, logs=None):
+            if self.t_val is None:  # the epoch's validation starts: its training steps are done
+                self.t_val = time.perf_counter()
+                self.step_seconds += self.t_val - self.t0
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
+            now = time.perf_counter()
+            if self.t_val is None:
+                self.step_seconds += now - self.t0
             lr = self.model.optimizer.learning_rate
             logs["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
-            logs["epoch_seconds"] = time.time() - self.t0
+            logs["epoch_seconds"] = now - self.t0
             print(f"epoch {epoch + 1:3d}/{epochs}  loss {logs['loss']:.4f}  acc {logs['accuracy']:.4f}  "
                   f"val_loss {logs.get('val_loss', float('nan')):.4f}  "
                   f"val_acc {logs.get('val_accuracy', float('nan')):.4f}  "
@@ -146,39 +177,43 @@ def _callbacks(patience: int, mlflow_logging: bool, epochs: int):
 
                 mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch + 1)
 
-    best = BestWeights()
-    cbs = [EpochLog(), best]
+    best, log = BestWeights(), EpochLog()
+    # With EMA, validation and the best-epoch snapshot see the averaged weights: Keras's
+    # SwapEMAWeights puts them in the model at each epoch's end, before BestWeights reads them.
+    cbs = ([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []) + [log, best]
     if patience:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience))
-    return cbs, best
+    return cbs, best, log
 
 
 def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.ndarray], cfg: dict,
           aug_params: dict, class_weight: list[float] | None = None,
-          mlflow_logging: bool = False) -> TrainResult:
-    """Build the model chosen by ``cfg['model']`` and fit it; the best-on-val weights are returned."""
-    from .models import build_model
+          mlflow_logging: bool = False, strategy=None) -> TrainResult:
+    """Build the model chosen by ``cfg['model']`` and fit it; the best-on-val weights are returned.
+    ``strategy``: made by the caller when it runs TF ops first (a multi-worker strategy must exist
+    before any op runs); else made here, first thing."""
+    from .models import build_model, training_flops_per_image
 
-    seed_everything(int(cfg["seed"]), bool(cfg.get("deterministic", False)))
+    strategy = strategy or get_strategy(cfg["distribute"])
+    seed_everything(int(cfg["seed"]), bool(cfg["deterministic"]))
     x, y = train_xy
     batch, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
     steps = math.ceil(len(x) / batch)
     weights = np.asarray(class_weight, np.float32)[y] if class_weight else None
-    train_ds = make_dataset(x, y, batch, True, AugmentConfig.from_params(aug_params), weights, int(cfg["seed"]))
+    aug = AugmentConfig.from_params(aug_params, int(cfg["crop_size"]))
+    train_ds = make_dataset(x, y, batch, True, aug, weights, int(cfg["seed"]))
     val_ds = make_dataset(*val_xy, batch_size=256, training=False)
 
     import keras
 
-    strategy = get_strategy(cfg.get("distribute", "none"))
     with strategy.scope():
-        model_cfg = dict(cfg["model"])
-        name = model_cfg.pop("name")
-        model = build_model(name, **model_cfg.get(name, {}))
+        name = cfg["model"]["name"]
+        model = build_model(name, int(cfg["crop_size"]), **cfg["model"][name])
         model.compile(
             optimizer=make_optimizer(cfg, steps, epochs),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg.get("label_smoothing", 0.0))),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg["label_smoothing"])),
             metrics=["accuracy"], jit_compile=False)
-    callbacks, best = _callbacks(int(cfg.get("patience", 0)), mlflow_logging, epochs)
+    callbacks, best, log = _callbacks(int(cfg["patience"]), mlflow_logging, epochs, bool(cfg["ema"]))
     print(f"training {name} ({model.count_params():,} params) on {len(x):,} images, "
           f"{epochs} epochs x {steps} steps of {batch}", flush=True)
     t0 = time.time()
@@ -187,26 +222,8 @@ def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.
     seconds = time.time() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     ran = len(history["loss"])
-    return TrainResult(model, history, best.best_epoch + 1, float(best.best), seconds,
-                       ran * steps * batch / max(seconds, 1e-9), int(model.count_params()))
-
-
-def resolve_profile(cfg: dict) -> dict:
-    """Apply ``gpu_overrides`` when ``profile: gpu`` (nested keys merged)."""
-    def merge(base: dict, over: dict) -> dict:
-        out = dict(base)
-        for k, v in over.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
-    cfg = dict(cfg)
-    profile = cfg.get("profile", "cpu")
-    overrides = cfg.pop("gpu_overrides", {}) or {}
-    if profile == "gpu":
-        cfg = merge(cfg, overrides)
-    elif profile != "cpu":
-        raise ValueError(f"unknown train.profile {profile!r}; use cpu or gpu")
-    return cfg
+    return TrainResult(model, history, best.best_epoch + 1, float(best.best), seconds, log.step_seconds,
+                       ran * steps * batch, int(model.count_params()), training_flops_per_image(model))
 
 
 def history_rows(history: dict[str, list[float]]) -> list[dict]:
@@ -214,17 +231,19 @@ def history_rows(history: dict[str, list[float]]) -> list[dict]:
     return [{"epoch": i + 1, **{k: round(history[k][i], 6) for k in keys}} for i in range(len(history["loss"]))]
 
 
-def log_model(model, name: str = "model") -> str:
-    """Log a Keras model with an explicit signature (no input example: see README, Known issues)."""
-    import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
+def augmentation_preview(x: np.ndarray, aug: AugmentConfig, path: str, n: int = 8, seed: int = 0) -> None:
+    """A grid: each row one training face, then five versions as the training pipeline makes them."""
+    import tensorflow as tf
 
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 48, 48, 1), "pixels")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, NUM_CLASSES), "probs")]))
-    info = mlflow.keras.log_model(model, name=name, signature=signature)
-    return info.model_uri
+    from .augment import augment_batch
+    from .plots import image_rows
+
+    rng = np.random.default_rng(seed)
+    faces = x[rng.choice(len(x), size=min(n, len(x)), replace=False)].astype(np.float32)
+    versions = [augment_batch(tf.constant(faces), aug, tf.constant([seed, v], tf.int64)).numpy()
+                for v in range(1, 6)]
+    image_rows([faces, *versions], ["original"] + [f"aug {v}" for v in range(1, 6)], path,
+               "Training augmentation preview")
 
 
 def run_train(data_dir: str, params: dict, out: dict[str, str], root: str = ".") -> dict:
@@ -232,54 +251,60 @@ def run_train(data_dir: str, params: dict, out: dict[str, str], root: str = ".")
     import mlflow
 
     from . import plots, tracking
-    from .preprocess import load_split
+    from .fsutil import load_split
 
-    cfg = resolve_profile(params["train"])
+    cfg = params["train"]
+    strategy = get_strategy(cfg["distribute"])
     train_xy, val_xy = load_split(data_dir, "train"), load_split(data_dir, "val")
-    prep = {}
-    if Path(out["preprocess_report"]).exists():
-        import json
-
-        prep = json.loads(Path(out["preprocess_report"]).read_text())
-    weights = list(prep.get("class_weights", {}).values()) or None
+    prep = json.loads(Path(out["preprocess_report"]).read_text())  # class weights
+    weights = list(prep["class_weights"].values())
     aug_params = params["preprocess"]["augment"]
+    aug = AugmentConfig.from_params(aug_params, int(cfg["crop_size"]))
 
-    uri = tracking.setup(params["tracking"]["experiment"], root)
+    tracking.setup(params["tracking"]["experiment"], root)
     with mlflow.start_run(run_name=tracking.run_name(root)) as run:
-        mlflow.set_tags({**tracking.git_info(root), "data_md5": tracking.data_md5(root),
-                         "dvc_exp": os.environ.get("DVC_EXP_NAME", ""), "stage": "train"})
+        augmentation_preview(train_xy[0], aug, out["preview"])
+        mlflow.set_tags({**tracking.git_info(root), "stage": "train", **tracking.ci_tags(),
+                         "data_md5": tracking.data_md5([Path(data_dir) / f"{s}.npz" for s in ("train", "val")]),
+                         "dvc_exp": os.environ.get("DVC_EXP_NAME", "")})
         mlflow.log_params(flatten({k: v for k, v in params.items() if k != "tracking"}))
         for split, (xs, ys) in (("train", train_xy), ("val", val_xy)):
             ds = mlflow.data.from_numpy(xs, targets=ys, name=f"fer2013-{split}")
             mlflow.log_input(ds, context="training" if split == "train" else "validation")
-        if Path(out["preview"]).exists():
-            mlflow.log_artifact(out["preview"], "figures")
+        mlflow.log_artifact(out["preview"], "figures")
 
-        result = train(train_xy, val_xy, cfg, aug_params, weights, mlflow_logging=True)
+        result = train(train_xy, val_xy, cfg, aug_params, weights, mlflow_logging=True, strategy=strategy)
 
         with atomic_path(out["model"]) as tmp:  # temp name ends in .keras, as Keras requires
             result.model.save(tmp)
         plots.curves(result.history, out["curves"])
         rows = history_rows(result.history)
         write_json(out["history"], rows)
+        compute_tflop = result.flops_per_image * result.images_seen / 1e12
         metrics = {
             "best_val_accuracy": round(result.best_val_accuracy, 4),
             "best_epoch": result.best_epoch,
             "epochs_run": len(rows),
             "train_seconds": round(result.seconds, 1),
+            "epoch_seconds": round(result.epoch_seconds, 1),
             "train_images_per_second": round(result.images_per_second, 1),
             "params": result.params,
+            "train_gflop_per_image": round(result.flops_per_image / 1e9, 3),
+            "train_compute_tflop": round(compute_tflop, 1),
             "train_images": int(len(train_xy[0])),
         }
         write_json(out["metrics"], metrics)
-        mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy,
-                            "train_seconds": result.seconds,
-                            "train_images_per_second": result.images_per_second})
+        mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds,
+                            "epoch_seconds": result.epoch_seconds,
+                            "train_images_per_second": result.images_per_second,
+                            "train_gflop_per_image": result.flops_per_image / 1e9,
+                            "train_compute_tflop": compute_tflop})
         mlflow.set_tags({"param_count": str(result.params), "train_seconds": f"{result.seconds:.1f}"})
         mlflow.log_artifact(out["curves"], "figures")
         mlflow.log_artifact(out["history"], "history")
-        log_model(result.model)
-        tracking.write_run_info(out["run_info"], run.info.run_id, run.info.experiment_id, uri)
+        tracking.log_model(result.model)
+        tracking.write_run_info(out["run_info"], run.info.run_id, run.info.experiment_id)
     print(f"best val accuracy {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']}; "
-          f"{metrics['train_seconds']:.0f}s; MLflow run {run.info.run_id}")
+          f"{metrics['train_seconds']:.0f} s ({metrics['train_images_per_second']:.0f} images/s in training "
+          f"steps, {metrics['epoch_seconds']:.0f} s per epoch); MLflow run {run.info.run_id}")
     return metrics

@@ -29,7 +29,6 @@ SMOKE_OVERRIDES: dict[str, object] = {
     "validate.split_rows.test": [60, 80],
     "validate.class_share_range": [0.1, 0.2],
     "train.epochs": 1,
-    "preprocess.preview_samples": 4,
 }
 
 
