@@ -1,13 +1,14 @@
-"""DVC stage evaluate: test/val metrics, pictures, registry decision and model card, logged to the
-MLflow run that train left in models/mlflow_run.json."""
+"""DVC stage evaluate: test/val metrics with intervals, pictures, the registry decision (paired test on
+val against the champion) and the model card, logged to the MLflow run of models/mlflow_run.json."""
 
 from fer_pipeline.cli import run_stage
 from fer_pipeline.evaluation import run_evaluate
-from fer_pipeline.fsutil import load_params
 
 OUT = {
     "metrics": "reports/metrics.json",
+    "details": "reports/evaluation.json",
     "predictions_csv": "reports/eval/test_predictions.csv",
+    "val_predictions_csv": "reports/eval/val_predictions.csv",
     "confusion_png": "reports/figures/confusion_test.png",
     "grid_correct": "reports/figures/test_correct.png",
     "grid_wrong": "reports/figures/test_misclassified.png",
@@ -21,5 +22,5 @@ OUT = {
 }
 
 if __name__ == "__main__":
-    run_stage(lambda: run_evaluate("data/processed", "models/model.keras", "models/mlflow_run.json",
-                                   load_params(), OUT))
+    run_stage("evaluate", lambda params: run_evaluate("data/processed", "models/model.keras",
+                                                      "models/mlflow_run.json", params, OUT))

@@ -17,8 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_model_file(path: Path) -> Path:
     from fer_pipeline.models import build_model
 
-    build_model("bn_vgg", widths=(8, 16), convs_per_stage=1, dense=0, dropout=0.0).save(path)
+    build_model("bn_vgg", 48, widths=(8, 16), convs_per_stage=1, dense=0, dropout=0.0).save(path)
     return path
+
+
+def repo_params() -> dict:
+    """The repository's params.yaml, validated (as a stage sees it, all sections)."""
+    from fer_pipeline.params import load
+
+    return load(path=REPO / "params.yaml")
 
 
 def astronaut_gray() -> np.ndarray:

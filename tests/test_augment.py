@@ -1,10 +1,17 @@
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
 from conftest import synthetic_face
 from fer_pipeline.augment import AugmentConfig, augment_batch, mixup
 
-FULL = AugmentConfig(flip=True, rotation=0.05, translation=0.1, zoom=0.1, erasing_prob=1.0, erasing_max_area=0.2)
+
+def aug(**kw) -> AugmentConfig:
+    return dataclasses.replace(AugmentConfig.none(), **kw)
+
+
+FULL = aug(flip=True, rotation=0.05, translation=0.1, zoom=0.1, erasing_prob=1.0, erasing_max_area=0.2)
 BATCH = tf.constant(np.stack([synthetic_face(i) for i in range(16)])[..., None].astype(np.float32))
 
 
@@ -25,13 +32,33 @@ def test_augmentation_is_a_function_of_the_seed():
 
 
 def test_flip_only_mirrors_and_disabled_is_identity():
-    out = augment_batch(BATCH, AugmentConfig(flip=True), tf.constant([0, 0], tf.int64)).numpy()
+    out = augment_batch(BATCH, aug(flip=True), tf.constant([0, 0], tf.int64)).numpy()
     x = BATCH.numpy()
     for o, i in zip(out, x):
         assert np.array_equal(o, i) or np.array_equal(o, i[:, ::-1])
     assert any(not np.array_equal(o, i) for o, i in zip(out, x))
-    off = AugmentConfig.from_params({"enabled": False, "rotation": 0.3})
+    section = {"enabled": False, "flip": True, "rotation": 0.3, "translation": 0.1, "zoom": 0.1,
+               "erasing_prob": 0.5, "erasing_max_area": 0.2, "mixup_alpha": 0.2}
+    off = AugmentConfig.from_params(section, 48)
     np.testing.assert_array_equal(augment_batch(BATCH, off, tf.constant([0, 0], tf.int64)).numpy(), x)
+    on = AugmentConfig.from_params({**section, "enabled": True}, 44)
+    assert (on.rotation, on.erasing_prob, on.mixup_alpha, on.crop_size) == (0.3, 0.5, 0.2, 44)
+
+
+def test_random_crops_are_windows_of_the_face_at_varying_places():
+    # Crop only: each output is a 40x40 window of its 48x48 input (bilinear at sub-pixel offsets),
+    # so it matches the best integer window closely, and different images get different places.
+    cfg = aug(crop_size=40)
+    out = augment_batch(BATCH, cfg, tf.constant([5, 6], tf.int64)).numpy()
+    assert out.shape == (16, 40, 40, 1)
+    x = BATCH.numpy()
+    places = set()
+    for o, i in zip(out, x):
+        errs = {(dy, dx): np.abs(o - i[dy:dy + 40, dx:dx + 40]).mean() for dy in range(9) for dx in range(9)}
+        best = min(errs, key=errs.get)
+        assert errs[best] < 12, errs[best]  # within a sub-pixel shift of a true window
+        places.add(best)
+    assert len(places) > 4
 
 
 def test_mixup_mixes_images_and_labels_consistently():

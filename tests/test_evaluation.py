@@ -92,31 +92,66 @@ def registry(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(None)
 
 
-def _logged_run(mlflow) -> str:
+def _csv(y, pred) -> str:
+    return "actual,predicted\n" + "".join(f"{LABELS[a]},{LABELS[b]}\n" for a, b in zip(y, pred))
+
+
+Y = np.arange(100) % 7
+
+
+def _preds(right: np.ndarray) -> dict[str, str]:
+    """val and test prediction CSVs that are right exactly on the images where ``right`` is True."""
+    pred = np.where(right, Y, (Y + 1) % 7)
+    return {"val": _csv(Y, pred), "test": _csv(Y, pred)}
+
+
+def _evaluated_run(mlflow, preds: dict[str, str]) -> str:
+    """A run with a logged model and its stored val/test predictions, as evaluate leaves it."""
     from fer_pipeline.models import build_model
-    from fer_pipeline.training import log_model
+    from fer_pipeline.tracking import log_model
 
     with mlflow.start_run() as run:
-        log_model(build_model("bn_vgg", widths=(4,), dense=0, dropout=0.0))
+        log_model(build_model("bn_vgg", 48, widths=(4,), convs_per_stage=1, dense=0, dropout=0.0))
+        for split, text in preds.items():
+            mlflow.log_text(text, f"evaluation/{split}_predictions.csv")
     return run.info.run_id
 
 
-def test_champion_moves_only_when_test_accuracy_beats_it(registry):
+def test_champion_moves_only_on_a_significant_val_gain(registry):
     mlflow = registry
     client = mlflow.MlflowClient()
-    run1 = _logged_run(mlflow)
-    first = register_and_decide(run1, "fer-test", 0.60)
-    assert (first["version"], first["alias"]) == (1, "champion")
-    again = register_and_decide(run1, "fer-test", 0.60)  # re-evaluating a run adds no version
-    assert (again["version"], again["alias"], again["reason"]) == (1, "champion", "first registered version")
-    worse = register_and_decide(_logged_run(mlflow), "fer-test", 0.55)
-    assert (worse["version"], worse["alias"]) == (2, "challenger")
+    base = np.zeros(100, bool)
+    base[:60] = True                                   # 60% right
+    run1 = _evaluated_run(mlflow, _preds(base))
+    first = register_and_decide(run1, "fer-test", _preds(base), 0.05, 0.5)
+    assert (first["version"], first["alias"]) == (1, "champion") and "no champion yet" in first["reason"]
+    again = register_and_decide(run1, "fer-test", _preds(base), 0.05, 0.5)  # re-evaluating adds no version
+    assert (again["version"], again["alias"]) == (1, "champion") and again["reason"] == first["reason"]
+
+    one_more = base.copy()
+    one_more[60] = True                                # +1 point: b = 1, c = 0, p = 1.0
+    small = register_and_decide(_evaluated_run(mlflow, _preds(one_more)), "fer-test", _preds(one_more), 0.05, 0.5)
+    assert small["alias"] == "challenger" and small["p_value"] == 1.0 and "not significant" in small["reason"]
     assert str(client.get_model_version_by_alias("fer-test", "champion").version) == "1"
-    tie = register_and_decide(_logged_run(mlflow), "fer-test", 0.60)
-    assert tie["alias"] == "challenger"
-    better = register_and_decide(_logged_run(mlflow), "fer-test", 0.65)
-    assert better["alias"] == "champion" and "beats champion v1" in better["reason"]
-    assert str(client.get_model_version_by_alias("fer-test", "champion").version) == "4"
-    assert client.get_model_version("fer-test", "4").tags["test_accuracy"] == "0.6500"
+
+    better = base.copy()
+    better[60:70] = True                               # b = 10
+    better[:2] = False                                 # c = 2: +8 points, p = 0.0386
+    won = register_and_decide(_evaluated_run(mlflow, _preds(better)), "fer-test", _preds(better), 0.05, 0.5)
+    assert won["alias"] == "champion" and won["p_value"] == pytest.approx(158 / 4096, abs=1e-6)
+    assert "champion v1" in won["reason"] and won["val"]["b_candidate_only"] == 10
+    assert won["test"]["gain_points"] == 8.0           # reported beside, never deciding
+    v = client.get_model_version("fer-test", str(won["version"]))
+    assert "champion" in v.aliases and v.tags["decision_p_value"] == "0.038574"
+    assert "McNemar" in v.tags["decision_rule"]
     loaded = mlflow.pyfunc.load_model("models:/fer-test@champion")
     assert np.asarray(loaded.predict(np.zeros((2, 48, 48, 1), np.float32))).shape == (2, 7)
+
+
+def test_a_champion_without_stored_predictions_is_kept(registry):
+    mlflow = registry
+    right = np.ones(100, bool)
+    legacy = _evaluated_run(mlflow, {})
+    register_and_decide(legacy, "fer-legacy", _preds(right), 0.05, 0.5)
+    d = register_and_decide(_evaluated_run(mlflow, _preds(right)), "fer-legacy", _preds(right), 0.05, 0.5)
+    assert d["alias"] == "challenger" and "no stored val predictions" in d["reason"]

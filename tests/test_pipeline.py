@@ -11,8 +11,9 @@ import yaml
 
 from conftest import REAL_ARCHIVE, REPO
 from fer_pipeline.data import ingest
-from fer_pipeline.fsutil import load_params
+from fer_pipeline.params import STAGE_PARAMS
 from fer_pipeline.validation import validate
+from helpers import repo_params
 
 ARCHIVE = REPO / "data/raw/fer2013.zip" if (REPO / "data/raw/fer2013.zip").exists() else REAL_ARCHIVE
 needs_archive = pytest.mark.skipif(
@@ -29,11 +30,48 @@ TEST_FOLDER = {"angry": 958, "disgust": 111, "fear": 1024, "happy": 1774, "neutr
 
 def test_dvc_yaml_stages_and_params_sections_agree():
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    params = load_params(REPO / "params.yaml")
+    params = repo_params()
     assert list(dvc["stages"]) == ["ingest", "validate", "preprocess", "train", "evaluate", "export"]
     for stage in dvc["stages"]:
         assert stage in params
         assert (REPO / "pipeline" / f"{stage}.py").exists()
+        assert sorted(dvc["stages"][stage]["params"]) == sorted(STAGE_PARAMS[stage])
+    # One metrics file, headline figures only; the per-stage reports are plain outputs.
+    metrics = [next(iter(m)) for s in dvc["stages"].values() for m in s.get("metrics", [])]
+    assert metrics == ["reports/metrics.json"]
+
+
+def full_params(**sections) -> str:
+    """The repository's params.yaml with some sections replaced (stages check the whole file)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw.update(sections)
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda p: p["train"].__setitem__("modle", {"name": "vgg16"}),
+     "error: params.yaml: train.modle: unknown key; did you mean train.model?"),
+    (lambda p: p["preprocess"]["augment"].__setitem__("flipp", False),
+     "error: params.yaml: preprocess.augment.flipp: unknown key; did you mean preprocess.augment.flip?"),
+    (lambda p: p["train"].__setitem__("epochs", "twenty"),
+     "error: params.yaml: train.epochs: input should be a valid integer, got 'twenty'"),
+    (lambda p: p["preprocess"]["augment"].__setitem__("rotation", 2.0),
+     "error: params.yaml: preprocess.augment.rotation: input should be less than or equal to 0.5, got 2.0"),
+    (lambda p: p["evaluate"].pop("promote_alpha"),
+     "error: params.yaml: evaluate.promote_alpha: missing key"),
+])
+def test_a_bad_parameter_stops_a_stage_before_any_work_with_one_line(tmp_path, edit, message):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(raw)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    # train, although the mistake may sit in another stage's section: the whole file is checked.
+    r = subprocess.run([sys.executable, str(REPO / "pipeline/train.py")], cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert r.returncode == 1
+    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith(("I0000", "WARNING"))]
+    assert len(lines) == 1 and lines[0].startswith(message), r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no output touched
 
 
 def test_stage_scripts_import_the_package_of_their_own_copy(tmp_path):
@@ -57,7 +95,7 @@ def test_validate_stage_exits_non_zero_with_one_line_on_hard_failure(fer_fixture
 
     run_ingest(str(fer_fixture.zip), str(work / "data/interim"), str(work / "reports/ingest.json"), workers=1)
     bad = {**tiny_validate_cfg, "class_share_range": [0.5, 0.6]}
-    (work / "params.yaml").write_text(yaml.safe_dump({"validate": bad}))
+    (work / "params.yaml").write_text(full_params(validate=bad))
     r = subprocess.run([sys.executable, str(REPO / "pipeline/validate.py")], cwd=work, capture_output=True, text=True)
     assert r.returncode == 1
     lines = [line for line in r.stderr.splitlines() if line.strip()]
@@ -66,18 +104,38 @@ def test_validate_stage_exits_non_zero_with_one_line_on_hard_failure(fer_fixture
 
 
 def test_ingest_stage_reports_a_missing_archive_in_one_line(tmp_path):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
-        {"ingest": {"input": "data/raw/fer2013.zip", "max_per_class": 0, "seed": 0, "workers": 1}}))
+    (tmp_path / "params.yaml").write_text(full_params(
+        ingest={"input": "data/raw/fer2013.zip", "max_per_class": 0, "seed": 0, "workers": 1}))
     r = subprocess.run([sys.executable, str(REPO / "pipeline/ingest.py")], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.strip().startswith("error: input not found: data/raw/fer2013.zip; get it with `dvc pull`")
     assert "Traceback" not in r.stderr and not (tmp_path / "data/interim").exists()
 
 
+@pytest.mark.slow
+def test_ingest_and_preprocess_twice_give_identical_bytes(fer_fixture, tmp_path, tiny_validate_cfg):
+    # DVC hashes these outputs: a rerun with the same inputs must not change them (numpy's savez
+    # stamps zip entries 1980-01-01; parquet and JSON carry no time either).
+    hashes = []
+    for run in ("a", "b"):
+        work = tmp_path / run
+        work.mkdir()
+        (work / "params.yaml").write_text(full_params(
+            ingest={"input": str(fer_fixture.zip), "max_per_class": 0, "seed": 0, "workers": 1},
+            validate=tiny_validate_cfg))
+        for stage in ("ingest", "validate", "preprocess"):
+            subprocess.run([sys.executable, str(REPO / f"pipeline/{stage}.py")], cwd=work, check=True,
+                           capture_output=True)
+        files = sorted(p for d in ("data", "reports") for p in (work / d).rglob("*") if p.is_file())
+        hashes.append({str(p.relative_to(work)): p.read_bytes() for p in files})
+    assert set(hashes[0]) >= {"data/processed/train.npz", "data/interim/manifest.parquet", "reports/preprocess.json"}
+    assert hashes[0] == hashes[1]
+
+
 @needs_archive
 def test_real_archive_ingest_and_validate_give_the_true_counts():
     images, manifest, report = ingest(ARCHIVE, progress=False)
-    summary = validate(images, manifest, load_params(REPO / "params.yaml")["validate"], report.summary())
+    summary = validate(images, manifest, repo_params()["validate"], report.summary())
     assert summary["success"], [c for c in summary["checks"] if not c["success"]]
     counts = summary["counts"]
     assert counts["train"] == TRUE_COUNTS["train"]
@@ -111,3 +169,7 @@ def test_smoke_dvc_repro_runs_every_stage_in_a_temp_repo(tmp_path, monkeypatch):
     run = client.search_runs([client.get_experiment_by_name("fer2013").experiment_id])[0]
     assert "test_accuracy" in run.data.metrics and "val_accuracy" in run.data.metrics
     assert run.data.tags["registry_alias"] == "champion"
+    # `dvc metrics show` fits a 160-column terminal
+    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=repo, capture_output=True,
+                           text=True, check=True).stdout
+    assert "test_acc" in shown and max(len(line) for line in shown.splitlines()) <= 160, shown

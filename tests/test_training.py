@@ -8,20 +8,21 @@ import numpy as np
 import pytest
 
 from fer_pipeline.data import ingest
-from fer_pipeline.fsutil import load_params
+from fer_pipeline.fsutil import load_split
+from fer_pipeline.params import FerError, validate_params
 from fer_pipeline.preprocess import run_preprocess
-from fer_pipeline.training import make_dataset, resolve_profile, train
+from fer_pipeline.training import make_dataset, train
 
 from conftest import REPO
+from helpers import repo_params
 
 pytestmark = pytest.mark.slow
 TINY_MODEL = {"name": "bn_vgg", "bn_vgg": {"widths": [8, 16], "convs_per_stage": 1, "dropout": 0.1, "dense": 16}}
 
 
 def tiny_params() -> dict:
-    p = load_params(REPO / "params.yaml")
+    p = repo_params()
     p["train"].update({"epochs": 2, "batch_size": 16, "deterministic": True, "model": TINY_MODEL})
-    p["preprocess"]["preview_samples"] = 2
     p["tracking"]["experiment"] = "test"
     return p
 
@@ -31,8 +32,7 @@ def processed(fer_fixture, tmp_path_factory):
     d = tmp_path_factory.mktemp("processed")
     img, man, _ = ingest(fer_fixture.zip, workers=1, progress=False)
     p = tiny_params()
-    summary = run_preprocess(img, man, p["preprocess"], p["preprocess"]["augment"], str(d / "data"),
-                             str(d / "preview.png"))
+    summary = run_preprocess(img, man, p["preprocess"], str(d / "data"))
     (d / "preprocess.json").write_text(json.dumps(summary))
     return d
 
@@ -45,8 +45,7 @@ def trained_run(processed, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     out = {k: str(work / v) for k, v in {
         "model": "model.keras", "run_info": "run.json", "metrics": "train_metrics.json",
-        "history": "history.json", "curves": "curves.png"}.items()}
-    out["preview"] = str(processed / "preview.png")
+        "history": "history.json", "curves": "curves.png", "preview": "preview.png"}.items()}
     out["preprocess_report"] = str(processed / "preprocess.json")
     metrics = run_train(str(processed / "data"), tiny_params(), out, root=str(work))
     return work, out, metrics
@@ -79,11 +78,17 @@ def test_run_logs_params_epoch_metrics_figures_datasets_and_model(trained_run):
     assert metrics["epochs_run"] == 2 and 0 <= metrics["best_val_accuracy"] <= 1
     history = json.loads(open(out["history"]).read())
     assert [r["epoch"] for r in history] == [1, 2] and "val_accuracy" in history[0]
+    # Compute and speed: FLOPs per training image of this model, and the step rate (validation
+    # excluded) apart from the epoch wall time (validation included).
+    assert metrics["train_gflop_per_image"] == pytest.approx(6 * (48 * 48 * 8 * 9 + 24 * 24 * 16 * 9 * 8 + 16 * 16 + 16 * 7) / 1e9, rel=1e-3)
+    overall = metrics["epochs_run"] * 2 * 16 / metrics["train_seconds"]  # 2 steps of 16 per epoch
+    assert metrics["train_images_per_second"] > overall
+    assert metrics["epoch_seconds"] == pytest.approx(metrics["train_seconds"] / 2, rel=0.05)
+    png = open(out["preview"], "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
 def test_same_seed_twice_gives_the_same_result(processed):
-    from fer_pipeline.preprocess import load_split
-
     p = tiny_params()
     tr, va = load_split(processed / "data", "train"), load_split(processed / "data", "val")
     a = train(tr, va, p["train"], p["preprocess"]["augment"])
@@ -93,9 +98,24 @@ def test_same_seed_twice_gives_the_same_result(processed):
         np.testing.assert_array_equal(wa, wb)
 
 
-def test_mirrored_strategy_trains_on_one_device(processed):
-    from fer_pipeline.preprocess import load_split
+def test_ema_weights_are_what_the_model_keeps_and_crops_shrink_the_flops(processed):
+    # Same seed, deterministic: the raw weight trajectory is the same with and without EMA, so the
+    # kept weights differ only because EMA (momentum 0.99 over 4 steps: still near the start) is kept.
+    p = tiny_params()
+    tr, va = load_split(processed / "data", "train"), load_split(processed / "data", "val")
+    raw = train(tr, va, p["train"], p["preprocess"]["augment"])
+    p["train"]["ema"] = 0.99
+    ema = train(tr, va, p["train"], p["preprocess"]["augment"])
+    moved_raw = sum(float(np.abs(w).sum()) for w in raw.model.trainable_weights)
+    gap = sum(float(np.abs(a - b).sum()) for a, b in zip(raw.model.get_weights(), ema.model.get_weights()))
+    assert gap > 0.01 * moved_raw
+    p["train"].update({"ema": 0.0, "crop_size": 40, "epochs": 1})
+    crop = train(tr, va, p["train"], p["preprocess"]["augment"])
+    assert crop.flops_per_image < 0.75 * raw.flops_per_image
+    assert crop.model.predict(tr[0][:3].astype("float32"), verbose=0).shape == (3, 7)  # whole 48x48 faces
 
+
+def test_mirrored_strategy_trains_on_one_device(processed):
     p = tiny_params()
     p["train"].update({"distribute": "mirrored", "epochs": 1})
     r = train(load_split(processed / "data", "train"), load_split(processed / "data", "val"),
@@ -111,19 +131,27 @@ def test_training_dataset_is_augmented_and_val_is_not():
     val = next(iter(make_dataset(x, y, 10, training=False)))
     np.testing.assert_array_equal(val[0].numpy(), x.astype(np.float32))
     assert val[1].shape == (10, 7)
-    tr = next(iter(make_dataset(x, y, 10, training=True, aug=AugmentConfig(flip=True, rotation=0.1))))
+    aug = AugmentConfig(flip=True, rotation=0.1, translation=0.0, zoom=0.0, erasing_prob=0.0,
+                        erasing_max_area=0.2, mixup_alpha=0.0)
+    tr = next(iter(make_dataset(x, y, 10, training=True, aug=aug)))
     assert tr[0].dtype.name == "float32" and tr[0].shape == (10, 48, 48, 1)
     assert not np.array_equal(np.sort(tr[0].numpy().ravel()), np.sort(x.astype(np.float32).ravel()))
 
 
 def test_gpu_profile_overrides_nested_keys():
-    p = load_params(REPO / "params.yaml")["train"]
-    cpu = resolve_profile(p)
-    gpu = resolve_profile({**p, "profile": "gpu"})
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    p = raw["train"]
+    cpu = validate_params(raw)["train"]
+    gpu = validate_params({**raw, "train": {**p, "profile": "gpu"}})["train"]
     assert cpu["epochs"] == p["epochs"] and "gpu_overrides" not in cpu
     assert gpu["epochs"] == p["gpu_overrides"]["epochs"]
     assert gpu["model"]["name"] == p["model"]["name"]  # untouched keys survive the merge
     assert gpu["model"]["bn_vgg"]["widths"] == p["gpu_overrides"]["model"]["bn_vgg"]["widths"]
+    bad = {**raw, "train": {**p, "gpu_overrides": {**p["gpu_overrides"], "epoch": 5}}}
+    with pytest.raises(FerError, match="train.gpu_overrides.epoch: unknown key; did you mean train.gpu_overrides.epochs"):
+        validate_params(bad)
 
 
 def test_a_crash_marks_the_run_failed_and_the_next_run_is_new(processed, tmp_path, monkeypatch):
@@ -134,7 +162,8 @@ def test_a_crash_marks_the_run_failed_and_the_next_run_is_new(processed, tmp_pat
     p["train"]["optimizer"] = "bogus"
     out = {k: str(tmp_path / v) for k, v in {
         "model": "model.keras", "run_info": "run.json", "metrics": "m.json", "history": "h.json",
-        "curves": "c.png", "preview": "none.png", "preprocess_report": "none.json"}.items()}
+        "curves": "c.png", "preview": "p.png"}.items()}
+    out["preprocess_report"] = str(processed / "preprocess.json")
     with pytest.raises(ValueError, match="unknown optimizer"):
         run_train(str(processed / "data"), p, out, root=str(tmp_path))
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "run.json").exists()

@@ -20,7 +20,7 @@ needs_data = pytest.mark.skipif(
 
 
 def test_workflows_validate_against_the_github_schema():
-    assert {p.name for p in WORKFLOWS} == {"ci.yml", "retrain.yml"}
+    assert {p.name for p in WORKFLOWS} == {"ci.yml", "retrain.yml", "sweep.yml"}
     r = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
                         *map(str, WORKFLOWS)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -37,6 +37,11 @@ def test_ci_runs_the_readme_test_command_and_retrain_calls_fer_retrain():
     steps = retrain["jobs"]["retrain"]["steps"]
     assert any("fer retrain" in s.get("run", "") for s in steps)
     assert any(s.get("uses", "").startswith("peter-evans/create-pull-request") for s in steps)
+    # Team mode: every workflow hands the MLflow server and its credentials to its jobs.
+    for wf in WORKFLOWS:
+        text = wf.read_text()
+        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            assert f"{var}: ${{{{ secrets.{var} }}}}" in text, (wf.name, var)
 
 
 def test_overrides_round_trip(tmp_path):
@@ -63,30 +68,100 @@ def _copy(tmp_path) -> Path:
     return repo
 
 
+def _steps(workflow: str, job: str) -> dict[str, dict]:
+    wf = yaml.safe_load((REPO / ".github/workflows" / workflow).read_text())
+    return {s.get("name", s.get("uses", "")): s for s in wf["jobs"][job]["steps"]}
+
+
+class Runner:
+    """Runs workflow steps' `run:` scripts as a GitHub runner does: each in a fresh `bash -e`, with
+    the job's env, PATH = the runner's PATH plus what earlier steps appended to $GITHUB_PATH."""
+
+    def __init__(self, repo: Path, tmp: Path, env: dict[str, str]):
+        venv_bin = str(Path(sys.executable).parent)
+        base = [p for p in os.environ["PATH"].split(os.pathsep) if p and p != venv_bin]
+        self.repo, self.base_path = repo, os.pathsep.join(base)
+        self.files = {k: tmp / k.lower() for k in ("GITHUB_PATH", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")}
+        for f in self.files.values():
+            f.write_text("")
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTEST"))},
+                    **{k: str(v) for k, v in self.files.items()}, **env}
+
+    def run(self, step: dict, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        added = [p for p in self.files["GITHUB_PATH"].read_text().splitlines() if p][::-1]
+        env = {**self.env, **(extra_env or {}), "PATH": os.pathsep.join([*added, self.base_path])}
+        return subprocess.run(["bash", "-e", "-c", step["run"]], cwd=self.repo, env=env, capture_output=True,
+                              text=True, timeout=1500)
+
+
+def _clean_clone(tmp_path) -> Path:
+    """A copy of the repository as a fresh checkout has it, its .venv being this test's venv (what
+    scripts/setup.sh would build), and origin/main at its HEAD."""
+    from fer_pipeline.workflow import copy_repo
+
+    repo = copy_repo(REPO, tmp_path / "clone")
+    (repo / ".venv").symlink_to(Path(sys.prefix))
+    with open(repo / ".git/info/exclude", "a") as fh:
+        fh.write(".venv\n")
+    subprocess.run(["git", "update-ref", "refs/remotes/origin/main", "HEAD"], cwd=repo, check=True)
+    return repo
+
+
 @pytest.mark.slow
 @needs_data
-def test_retrain_smoke_end_to_end_writes_diff_and_decision(tmp_path):
-    repo = _copy(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "fer_pipeline.cli", "retrain", "--smoke", "--name", "smoke-exp",
-                        "--summary", str(tmp_path / "s.md"), "--result", str(tmp_path / "r.json")],
-                       cwd=repo, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    result = json.loads((tmp_path / "r.json").read_text())
-    summary = (tmp_path / "s.md").read_text()
-    assert "### Metrics vs `main`" in summary and "test.accuracy" in summary
-    assert "train.epochs" in summary  # the params diff shows the override
-    assert isinstance(result["test_accuracy"], float)
-    base = json.loads((REPO / "reports/metrics.json").read_text())["test"]["accuracy"] \
-        if (REPO / "reports/metrics.json").exists() else None
-    assert result["base_test_accuracy"] == base
-    assert result["improved"] == (base is None or result["test_accuracy"] > base)
-    # The experiment is a named MLflow run with its params.
+def test_ci_smoke_and_retrain_steps_run_as_written_without_the_venv_on_path(tmp_path):
+    repo = _clean_clone(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    github = {"GITHUB_RUN_ID": "4242", "GITHUB_REPOSITORY": "team/fer", "GITHUB_SERVER_URL": "https://github.com",
+              "GITHUB_WORKFLOW": "retrain", "MLFLOW_TRACKING_URI": uri}
+    assert subprocess.run(["bash", "-c", "command -v fer"], env={"PATH": Runner(repo, tmp_path, {}).base_path},
+                          capture_output=True).returncode != 0  # the runner's own PATH has no fer
+
+    ci = _steps("ci.yml", "test")
+    runner = Runner(repo, tmp_path, github)
+    for name in ("Set up the project", "Smoke pipeline (tiny subset, 1 epoch)"):
+        r = runner.run(ci[name])
+        assert r.returncode == 0, f"ci.yml step {name!r} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    assert "smoke pipeline ok" in r.stdout
+
+    retrain = _steps("retrain.yml", "retrain")
+    runner = Runner(repo, tmp_path, github)
+    smoke = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in SMOKE_OVERRIDES.items())
+    for name in ("Set up the project", "Retrain (dvc exp run) and compare with main", "Job summary"):
+        r = runner.run(retrain[name], {"OVERRIDES": smoke})
+        assert r.returncode == 0, f"retrain.yml step {name!r} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    # What later steps read: the step output that gates the pull request, the summary, the result.
+    outputs = dict(line.split("=", 1) for line in runner.files["GITHUB_OUTPUT"].read_text().splitlines())
+    result = json.loads((repo / "retrain_result.json").read_text())
+    assert outputs["improved"] == str(result["improved"]).lower()
+    page = runner.files["GITHUB_STEP_SUMMARY"].read_text()
+    assert page.startswith("## Retraining result") and "Rule: promote iff val gain >=" in page
+    assert "95% interval" in page and "### Params vs `origin/main`" in page and "train.epochs" in page
+    assert result["overrides"]["train.epochs"] == 1 and 0 <= result["test_accuracy"] <= 1
+    # Both CI runs (smoke, retrain) are in the store the secret names, tagged with the run's URL.
     import mlflow
 
-    runs = mlflow.MlflowClient(_env(tmp_path)["MLFLOW_TRACKING_URI"]).search_runs(
-        [mlflow.MlflowClient(_env(tmp_path)["MLFLOW_TRACKING_URI"]).get_experiment_by_name("fer2013").experiment_id])
-    assert [run.info.run_name for run in runs] == ["smoke-exp"]
-    assert runs[0].data.params["train.epochs"] == "1"
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("fer2013").experiment_id])
+    assert len(runs) == 2
+    assert {r.data.tags["ci_run_url"] for r in runs} == {"https://github.com/team/fer/actions/runs/4242"}
+
+
+def test_retrain_summary_table_compares_sweep_members():
+    from fer_pipeline.workflow import sweep_summary
+
+    results = [
+        {"name": "a", "overrides": {"train.ema": 0.999}, "val_accuracy": 0.66, "test_accuracy": 0.67,
+         "test_accuracy_ci95": [0.655, 0.685], "val": {"gain_points": 0.1}, "p_value": 0.9, "improved": False,
+         "base": "origin/main"},
+        {"name": "b", "overrides": {"train.crop_size": 44}, "val_accuracy": 0.69, "test_accuracy": 0.70,
+         "test_accuracy_ci95": [0.685, 0.715], "val": {"gain_points": 3.0}, "p_value": 0.001, "improved": True,
+         "base": "origin/main"},
+    ]
+    table = sweep_summary(results)
+    rows = [line for line in table.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
+    assert rows[0].startswith("| b | `train.crop_size=44` | 69.00% | 70.00% (68.5-71.5) | +3.00 pt, p = 0.001 | yes |")
+    assert rows[1].endswith("| no |") and "against `origin/main`" in table
 
 
 @pytest.mark.slow

@@ -112,7 +112,7 @@ def evaluate_model(model, splits: dict[str, tuple[np.ndarray, np.ndarray]], tta:
 
 
 # --------------------------------------------------------------------------------------------
-# Model registry: champion / challenger
+# Model registry: champion / challenger, decided by ``promotion``'s rule
 
 
 def logged_model_uri(run_id: str) -> str:
@@ -125,13 +125,34 @@ def logged_model_uri(run_id: str) -> str:
     return f"models:/{found[0].model_id}" if found else f"runs:/{run_id}/model"
 
 
-def register_and_decide(run_id: str, model_name: str, test_accuracy: float) -> dict:
-    """Register the run's model; move alias ``champion`` to it only if its test accuracy beats the
-    current champion's, else give it alias ``challenger``. Returns the decision.
+PREDICTION_ARTIFACTS = {"val": "evaluation/val_predictions.csv", "test": "evaluation/test_predictions.csv"}
 
-    Idempotent per run: evaluating the same run again reuses its version and keeps its alias."""
+
+def stored_predictions(run_id: str) -> dict[str, str]:
+    """The val / test prediction CSVs an evaluate run stored with MLflow (empty if none)."""
+    import mlflow
+
+    out = {}
+    for split, path in PREDICTION_ARTIFACTS.items():
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+        except Exception:  # noqa: BLE001  (MLflow raises several types for a missing artifact)
+            continue
+        out[split] = Path(local).read_text()
+    return out
+
+
+def register_and_decide(run_id: str, model_name: str, candidate: dict[str, str], alpha: float,
+                        min_gain_points: float) -> dict:
+    """Register the model logged by ``run_id`` (whose evaluation, with ``candidate`` predictions,
+    is stored in the same run); move ``@champion`` to it only if ``promotion``'s rule says it beats
+    the current champion on val, else give it ``@challenger``. Idempotent per run: evaluating the
+    same run again reuses its version and its recorded decision."""
     import mlflow
     from mlflow.exceptions import MlflowException
+
+    from . import promotion
+    from .labels import LABELS
 
     client = mlflow.MlflowClient()
     try:
@@ -144,26 +165,54 @@ def register_and_decide(run_id: str, model_name: str, test_accuracy: float) -> d
         alias = "champion" if "champion" in v.aliases else "challenger"
         return {"model": model_name, "version": int(v.version), "alias": alias,
                 "reason": v.tags.get("decision", f"run already registered as v{v.version}"),
-                "previous_champion": None}
-    version = mlflow.register_model(logged_model_uri(run_id), model_name).version
-    client.set_model_version_tag(model_name, version, "test_accuracy", f"{test_accuracy:.4f}")
+                "rule": v.tags.get("decision_rule", ""),
+                "p_value": float(v.tags["decision_p_value"]) if v.tags.get("decision_p_value") else None,
+                "previous_champion": None, "val": None, "test": None}
     try:
         champ = client.get_model_version_by_alias(model_name, "champion")
-        champ_acc = float(champ.tags.get("test_accuracy", "nan"))
-        champ_version = champ.version
     except MlflowException:
-        champ, champ_acc, champ_version = None, float("nan"), None
-    promote = champ is None or not (champ_acc >= test_accuracy)
-    alias = "champion" if promote else "challenger"
-    client.set_registered_model_alias(model_name, alias, version)
-    if promote:
-        reason = ("first registered version" if champ is None else
-                  f"test accuracy {test_accuracy:.4f} beats champion v{champ_version} ({champ_acc:.4f})")
+        champ = None
+    if champ is None:
+        decision = promotion.first_model(alpha, min_gain_points, "first registered version: no champion yet")
     else:
-        reason = f"test accuracy {test_accuracy:.4f} does not beat champion v{champ_version} ({champ_acc:.4f})"
-    client.set_model_version_tag(model_name, version, "decision", reason)
-    return {"model": model_name, "version": int(version), "alias": alias, "reason": reason,
-            "previous_champion": int(champ_version) if champ_version else None}
+        stored = stored_predictions(champ.run_id)
+        decision = promotion.decide_from_csv(candidate, stored, list(LABELS), alpha, min_gain_points)
+        decision.reason = f"{decision.reason} (champion v{champ.version})"
+    version = mlflow.register_model(logged_model_uri(run_id), model_name).version
+    alias = "champion" if decision.promote else "challenger"
+    client.set_registered_model_alias(model_name, alias, version)
+    p_value = decision.val["p_value"] if decision.val else None
+    for key, value in {"decision": decision.reason, "decision_rule": decision.rule,
+                       "decision_p_value": "" if p_value is None else f"{p_value:.6g}"}.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    return {"model": model_name, "version": int(version), "alias": alias, "reason": decision.reason,
+            "rule": decision.rule, "p_value": p_value,
+            "previous_champion": int(champ.version) if champ is not None else None,
+            "val": decision.val, "test": decision.test}
+
+
+def evaluation_run(run_id: str, experiment: str, root: str = ".") -> tuple[str, bool]:
+    """The MLflow run evaluate logs to, and whether it is the training run itself.
+
+    The training run's id comes from ``models/mlflow_run.json``. When the current store has that
+    run, evaluate adds to it. When it does not (the trained outputs came from a DVC remote or
+    another machine's store), a new run records the evaluation, linked to the original by the tag
+    ``trained_in_run``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from .tracking import ci_tags, git_info, run_name
+
+    client = mlflow.MlflowClient()
+    try:
+        client.get_run(run_id)
+        return run_id, True
+    except MlflowException:
+        pass
+    run = client.create_run(client.get_experiment_by_name(experiment).experiment_id,
+                            run_name=f"{run_name(root)}-eval",
+                            tags={"trained_in_run": run_id, "stage": "evaluate", **git_info(root), **ci_tags()})
+    return run.info.run_id, False
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,11 +223,58 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def with_interval(m: dict, y: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Add the 95% Wilson interval of the accuracy to a split's metrics."""
+    from .promotion import wilson_interval
+
+    lo, hi = wilson_interval(int(np.sum(y == y_pred)), int(len(y)))
+    return {**m, "accuracy_ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def headline(metrics: dict, train: dict, decision: dict | None) -> dict:
+    """The figures a person compares across runs, under short names so that ``dvc metrics show``
+    and ``dvc exp show`` fit a terminal: ``reports/metrics.json``. Details: ``evaluation.json``."""
+    t, v = metrics["test"], metrics["val"]
+    out = {
+        "test_acc": t["accuracy"], "test_lo": t["accuracy_ci95"][0], "test_hi": t["accuracy_ci95"][1],
+        "test_tta": t.get("tta_accuracy"), "test_f1": t["macro_f1"],
+        "val_acc": v["accuracy"], "val_tta": v.get("tta_accuracy"),
+        "p_champ": round(float(decision["p_value"]), 4) if decision and decision.get("p_value") is not None else None,
+        "best_ep": train.get("best_epoch"), "minutes": round(train["train_seconds"] / 60, 1) if train else None,
+        "img_s": train.get("train_images_per_second"), "params": train.get("params"),
+        "tflop": train.get("train_compute_tflop"),
+    }
+    return {k: val for k, val in out.items() if val is not None}
+
+
+def describe_model(model) -> str:
+    """The training set-up as the saved model records it (architecture, optimizer, loss)."""
+    parts = [f"`{model.name}`"]
+    opt = getattr(model, "optimizer", None)
+    if opt is not None:
+        cfg = opt.get_config()
+        lr = cfg.get("learning_rate")
+        lr_text = (f"{lr['class_name']} schedule from {lr['config'].get('initial_learning_rate')}"
+                   if isinstance(lr, dict) else f"learning rate {lr}")
+        extra = [f"weight decay {cfg['weight_decay']}"] if cfg.get("weight_decay") else []
+        if cfg.get("use_ema"):
+            extra.append(f"weight EMA {cfg.get('ema_momentum')}")
+        parts.append(f"optimizer {type(opt).__name__} ({', '.join([lr_text, *extra])})")
+    loss = getattr(model, "loss", None)
+    if loss is not None and hasattr(loss, "get_config"):
+        ls = loss.get_config().get("label_smoothing")
+        if ls:
+            parts.append(f"label smoothing {ls}")
+    crop = [layer for layer in model.layers if layer.name == "center_crop"]
+    if crop:
+        parts.append(f"trained on random {crop[0].height}x{crop[0].width} crops, evaluated on the centre crop")
+    return "; ".join(parts)
+
+
 def model_card(metrics: dict, train: dict, prep: dict, valid: dict, decision: dict | None,
-               params: dict, figures: dict[str, str]) -> str:
+               params: dict, figures: dict[str, str], model_text: str) -> str:
     t, v = metrics["test"], metrics["val"]
     c = metrics.get("combined_test_folder", {})
-    model_name = params["train"]["model"]["name"]
     rows = "\n".join(
         f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
         for name, m in t["per_class"].items())
@@ -192,10 +288,22 @@ def model_card(metrics: dict, train: dict, prep: dict, valid: dict, decision: di
                 + (f", at its own position and shifted {shift} px left, right, up and down (edges reflected)"
                    if shift else "") + "; the model itself is unchanged.\n")
     dropped = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in prep.get("dropped", {}).items()) or "none"
-    reg = (f"Registered as `{decision['model']}` version {decision['version']}, alias "
-           f"`{decision['alias']}`: {decision['reason']}." if decision else "Registry step disabled.")
+    if decision:
+        reg = (f"Registered as `{decision['model']}` version {decision['version']}, alias "
+               f"`{decision['alias']}`: {decision['reason']}.\n\nRule: {decision['rule']}.")
+        for split in ("val", "test"):
+            comp = decision.get(split)
+            if comp:
+                role = "decides" if split == "val" else "reported only, never decides"
+                reg += (f"\n\n- {split} ({role}): {100 * comp['candidate_accuracy']:.2f}% vs champion "
+                        f"{100 * comp['champion_accuracy']:.2f}% ({comp['gain_points']:+.2f} pt), "
+                        f"{comp['b_candidate_only']} images right only here, {comp['c_champion_only']} only "
+                        f"for the champion, McNemar exact p = {comp['p_value']:.3g}")
+    else:
+        reg = "Registry step disabled."
     figs = "\n".join(f"![{k}]({Path(p).relative_to('reports') if p.startswith('reports/') else p})"
                      for k, p in figures.items())
+    lo, hi = t["accuracy_ci95"]
     return f"""# Model card: FER2013 emotion classifier
 
 Generated by `dvc repro` (stage `evaluate`); every number below comes from the files in
@@ -203,18 +311,21 @@ Generated by `dvc repro` (stage `evaluate`); every number below comes from the f
 
 ## Headline
 
-| split | accuracy | macro-F1 | weighted-F1 |{tta_head}
-|---|---|---|---|{'---|' if tta else ''}
-| **test = PrivateTest** ({sum(m['support'] for m in t['per_class'].values()):,} images) | **{_pct(t['accuracy'])}** | {t['macro_f1']:.3f} | {t['weighted_f1']:.3f} |{f" {_pct(t['tta_accuracy'])} |" if tta else ''}
-| val = PublicTest (model choice) | {_pct(v['accuracy'])} | {v['macro_f1']:.3f} | {v['weighted_f1']:.3f} |{f" {_pct(v['tta_accuracy'])} |" if tta else ''}
-| combined Kaggle test folder ({c.get('images', 0):,}) | {_pct(c.get('accuracy'))} | - | - |{f" {_pct(c.get('tta_accuracy'))} |" if tta else ''}
+| split | accuracy | 95% interval | macro-F1 | weighted-F1 |{tta_head}
+|---|---|---|---|---|{'---|' if tta else ''}
+| **test = PrivateTest** ({sum(m['support'] for m in t['per_class'].values()):,} images) | **{_pct(t['accuracy'])}** | {_pct(lo)}-{_pct(hi)} | {t['macro_f1']:.3f} | {t['weighted_f1']:.3f} |{f" {_pct(t['tta_accuracy'])} |" if tta else ''}
+| val = PublicTest (model choice) | {_pct(v['accuracy'])} | {_pct(v['accuracy_ci95'][0])}-{_pct(v['accuracy_ci95'][1])} | {v['macro_f1']:.3f} | {v['weighted_f1']:.3f} |{f" {_pct(v['tta_accuracy'])} |" if tta else ''}
+| combined Kaggle test folder ({c.get('images', 0):,}) | {_pct(c.get('accuracy'))} | - | - | - |{f" {_pct(c.get('tta_accuracy'))} |" if tta else ''}
 {tta_note if tta else ''}
+The interval is the 95% Wilson score interval of the accuracy on that many images: two models
+whose figures differ by less than its half-width are not shown to differ by this one number
+(see Registry for the paired test that decides).
 
 ## Data and protocol
 
 - Source: FER2013, Kaggle folder layout (`data/raw/fer2013.zip`, tracked by DVC).
 - Train = Training ({prep.get('rows', {}).get('train', '?'):,} images after cleaning), validation
-  = PublicTest ({prep.get('rows', {}).get('val', '?'):,}; early stopping and checkpoint choice only),
+  = PublicTest ({prep.get('rows', {}).get('val', '?'):,}; early stopping, checkpoint choice and promotion),
   test = PrivateTest ({prep.get('rows', {}).get('test', '?'):,}; reported here, never used for a choice).
 - Dropped from train: {dropped}. Val and test are the official sets, untouched.
 - Data validation: {valid.get('expectations', '?')} Great Expectations checks, {valid.get('failed', '?')} failed;
@@ -224,13 +335,13 @@ Generated by `dvc repro` (stage `evaluate`); every number below comes from the f
 
 ## Model and training
 
-- Architecture: `{model_name}` with {params['train']['model'].get(model_name, {})}; {train.get('params', 0):,} parameters.
-  Input: raw 0-255 grayscale pixels, shape (48, 48, 1); rescaling is inside the model.
-- Optimizer {params['train']['optimizer']}, learning rate {params['train']['learning_rate']} ({params['train']['schedule']}),
-  batch {params['train']['batch_size']}, label smoothing {params['train']['label_smoothing']},
-  weight decay {params['train']['weight_decay']}; augmentation: {params['preprocess']['augment']}.
-- Trained {train.get('epochs_run')} epochs in {train.get('train_seconds', 0) / 60:.1f} min on this machine
-  ({train.get('train_images_per_second')} images/s); best val accuracy {_pct(train.get('best_val_accuracy'))} at epoch {train.get('best_epoch')}.
+- Model: {model_text}; {train.get('params', 0):,} parameters. Input: raw 0-255 grayscale pixels,
+  shape (48, 48, 1); rescaling is inside the model. Full configuration: `params.yaml` (`train`,
+  `preprocess.augment`) at the commit of this card, and the MLflow run's parameters.
+- Trained {train.get('epochs_run')} epochs in {train.get('train_seconds', 0) / 60:.1f} min on the machine that trained it
+  ({train.get('train_images_per_second')} images/s in training steps, {train.get('epoch_seconds')} s per epoch with validation);
+  {train.get('train_gflop_per_image')} GFLOP per training image, {train.get('train_compute_tflop')} TFLOP in all;
+  best val accuracy {_pct(train.get('best_val_accuracy'))} at epoch {train.get('best_epoch')}.
 
 ## Per-class results on test (PrivateTest)
 
@@ -264,7 +375,7 @@ remote), never committed to git.
 
 ```bash
 ./run.sh                      # set-up + dvc pull + dvc repro (this report)
-dvc metrics show              # the numbers above
+dvc metrics show              # the headline numbers
 mlflow ui --backend-store-uri sqlite:///mlflow.db   # the run, its curves and artifacts
 ```
 """
@@ -277,22 +388,24 @@ def run_evaluate(data_dir: str, model_path: str, run_info_path: str, params: dic
 
     from . import tracking
     from .errors import FerError
-    from .preprocess import load_split
+    from .fsutil import load_split
 
     cfg = params["evaluate"]
     if not Path(model_path).exists():
         raise FerError(f"{model_path} not found: run the train stage first (`dvc repro train`)")
     model = keras.models.load_model(model_path)
     splits = {s: load_split(data_dir, s) for s in ("val", "test")}
-    metrics, preds = evaluate_model(model, splits, tta=bool(cfg.get("tta")),
-                                    shift_px=int(cfg["tta_shift_px"]))
+    metrics, preds = evaluate_model(model, splits, tta=bool(cfg["tta"]), shift_px=int(cfg["tta_shift_px"]))
+    labels_pred = {s: preds[s].argmax(1) for s in splits}
+    for s, (_, y) in splits.items():
+        metrics[s] = with_interval(metrics[s], y, labels_pred[s])
 
     x, y = splits["test"]
-    y_pred = preds["test"].argmax(1)
-    cm = confusion(y, y_pred)
-    plots.confusion(cm, out["confusion_png"], "test (PrivateTest)")
+    y_pred = labels_pred["test"]
+    plots.confusion(confusion(y, y_pred), out["confusion_png"], "test (PrivateTest)")
     write_predictions_csv(out["predictions_csv"], y, y_pred)
-    n = int(cfg.get("grid_size", 24))
+    write_predictions_csv(out["val_predictions_csv"], splits["val"][1], labels_pred["val"])
+    n = int(cfg["grid_size"])
     conf = preds["test"].max(1)
     for key, correct in (("grid_correct", True), ("grid_wrong", False)):
         idx = pick_examples(y, y_pred, correct, n)
@@ -302,36 +415,58 @@ def run_evaluate(data_dir: str, model_path: str, run_info_path: str, params: dic
                   "per-class F1 on test (PrivateTest)")
 
     flat = {
-        **{f"test_{k}": v for k, v in metrics["test"].items() if k != "per_class"},
-        **{f"val_{k}": v for k, v in metrics["val"].items() if k != "per_class"},
+        **{f"test_{k}": v for k, v in metrics["test"].items() if k not in ("per_class", "accuracy_ci95")},
+        # "eval_val_": the plain "val_accuracy" is training's per-epoch curve in the same run
+        **{f"eval_val_{k}": v for k, v in metrics["val"].items() if k not in ("per_class", "accuracy_ci95")},
+        "test_accuracy_ci95_low": metrics["test"]["accuracy_ci95"][0],
+        "test_accuracy_ci95_high": metrics["test"]["accuracy_ci95"][1],
         **{f"combined_{k}": v for k, v in metrics["combined_test_folder"].items() if k != "images"},
         **{f"test_f1_{k}": v["f1"] for k, v in metrics["test"]["per_class"].items()},
     }
+    reports = {}
+    for key in ("train_metrics", "preprocess_report", "validation_report"):
+        p = Path(out[key])
+        reports[key] = json.loads(p.read_text()) if p.exists() else {}
+
     info = tracking.read_run_info(run_info_path)
-    tracking.setup(params["tracking"]["experiment"], root)
+    experiment = params["tracking"]["experiment"]
+    tracking.setup(experiment, root)
+    run_id, same_run = evaluation_run(info["run_id"], experiment, root)
     decision = None
-    with mlflow.start_run(run_id=info["run_id"]):
+    with mlflow.start_run(run_id=run_id):
+        if not same_run:
+            # The trained outputs came from elsewhere (a DVC remote): this store gets the model too.
+            tracking.log_model(model)
+            print(f"MLflow: training run {info['run_id']} is not in {tracking.tracking_uri(root)}; "
+                  f"evaluation logged to new run {run_id} (tag trained_in_run)")
         mlflow.log_metrics({k: float(v) for k, v in flat.items()})
         for key in ("confusion_png", "grid_correct", "grid_wrong", "f1_png"):
             mlflow.log_artifact(out[key], "figures")
-        mlflow.log_artifact(out["predictions_csv"], "evaluation")
-        if cfg.get("register"):
-            decision = register_and_decide(info["run_id"], cfg["registered_model"], metrics["test"]["accuracy"])
-            mlflow.set_tags({"registry_version": str(decision["version"]),
-                             "registry_alias": decision["alias"], "registry_decision": decision["reason"]})
-            print(f"registry: {decision['model']} v{decision['version']} -> @{decision['alias']} ({decision['reason']})")
+        for key in ("predictions_csv", "val_predictions_csv"):
+            mlflow.log_artifact(out[key], "evaluation")
+        if cfg["register"]:
+            candidate = {"val": Path(out["val_predictions_csv"]).read_text(),
+                         "test": Path(out["predictions_csv"]).read_text()}
+            decision = register_and_decide(run_id, cfg["registered_model"], candidate,
+                                           cfg["promote_alpha"], cfg["promote_min_gain_points"])
+            mlflow.set_tags({"registry_version": str(decision["version"]), "registry_alias": decision["alias"],
+                             "registry_decision": decision["reason"][:500]})
+            if decision["p_value"] is not None:
+                mlflow.log_metric("val_p_vs_champion", float(decision["p_value"]))
+            print(f"registry: {decision['model']} v{decision['version']} -> @{decision['alias']} "
+                  f"({decision['reason']})")
 
-        write_json(out["metrics"], metrics)
-        reports = {}
-        for key in ("train_metrics", "preprocess_report", "validation_report"):
-            p = Path(out[key])
-            reports[key] = json.loads(p.read_text()) if p.exists() else {}
+        write_json(out["details"], {**metrics, "registry": decision})
+        write_json(out["metrics"], headline(metrics, reports["train_metrics"], decision))
         figures = {k: out[k] for k in ("confusion_png", "f1_png", "grid_correct", "grid_wrong", "curves", "preview")}
         write_text(out["model_card"], model_card(metrics, reports["train_metrics"], reports["preprocess_report"],
-                                                 reports["validation_report"], decision, params, figures))
+                                                 reports["validation_report"], decision, params, figures,
+                                                 describe_model(model)))
         mlflow.log_artifact(out["model_card"], "report")
+        mlflow.log_artifact(out["details"], "report")
     t = metrics["test"]
-    print(f"test (PrivateTest) accuracy {t['accuracy']:.4f}"
-          + (f" ({t['tta_accuracy']:.4f} with {t['tta_views']}-view TTA)" if "tta_accuracy" in t else "")
+    print(f"test (PrivateTest) accuracy {t['accuracy']:.4f} (95% CI {t['accuracy_ci95'][0]:.4f}-"
+          f"{t['accuracy_ci95'][1]:.4f})"
+          + (f", {t['tta_accuracy']:.4f} with {t['tta_views']}-view TTA" if "tta_accuracy" in t else "")
           + f", macro-F1 {t['macro_f1']:.4f}; val {metrics['val']['accuracy']:.4f}; report {out['model_card']}")
     return {"metrics": metrics, "decision": decision}

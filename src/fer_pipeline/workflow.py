@@ -4,7 +4,12 @@
                 tiny subset for one epoch (``dvc repro``), report the metrics.
 ``fer retrain`` in the current repository: ``dvc exp run`` with overrides, then
                 ``dvc metrics diff`` / ``dvc params diff`` against a base revision, a Markdown
-                summary, and whether test accuracy beats the base (CI opens a PR if it does).
+                summary, and whether the new model beats the base by the promotion rule
+                (``promotion``: paired McNemar test on val against the base's committed val
+                predictions); CI opens a pull request only then.
+
+Both run DVC with this interpreter's directory first on ``PATH``, so each stage's ``python``
+is the interpreter that runs ``fer`` (a CI step shell need not have the venv on its PATH).
 """
 
 from __future__ import annotations
@@ -61,7 +66,17 @@ def apply_overrides(params_path: Path, overrides: dict[str, object]) -> None:
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def interpreter_env(env: dict | None = None) -> dict:
+    """``env`` (default: ours) with this interpreter's ``bin`` first on PATH: DVC runs stage commands
+    (``python pipeline/<stage>.py``) through the shell, which then finds the interpreter that has
+    this package installed."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
 def _run(cmd: list[str], cwd: Path, env: dict | None = None, capture: bool = False) -> str:
+    env = interpreter_env(env)
     proc = subprocess.run(cmd, cwd=cwd, env=env, text=True,
                           capture_output=capture, stdout=None if capture else sys.stderr)
     if proc.returncode:
@@ -79,7 +94,10 @@ def copy_repo(src: Path, dst: Path) -> Path:
     _run(["git", "init", "-q", "-b", "main"], dst)  # DVC commands below need a git repo
     for rel in filter(None, files.split("\0")):
         s = src / rel
-        if s.is_file():
+        if s.is_symlink():  # e.g. pipeline/fer_pipeline: stage scripts import their own copy's package
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.readlink(s), dst / rel)
+        elif s.is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(s, dst / rel)
     # `dvc remote list` prints the default remote with its url resolved; pin it in the copy.
@@ -104,7 +122,7 @@ def copy_repo(src: Path, dst: Path) -> Path:
 
 
 def smoke(src: Path, workdir: Path, extra: dict[str, object] | None = None) -> dict:
-    """Whole pipeline on a tiny subset in a copy of ``src``; returns the test metrics."""
+    """Whole pipeline on a tiny subset in a copy of ``src``; returns its ``reports/evaluation.json``."""
     repo = copy_repo(src, workdir)
     if not (repo / "data/raw/fer2013.zip").exists():
         raise FerError("no data/raw/fer2013.zip: the DVC remote is unreachable and the source has no copy; "
@@ -113,44 +131,78 @@ def smoke(src: Path, workdir: Path, extra: dict[str, object] | None = None) -> d
     env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get(
         "MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")}
     _run([sys.executable, "-m", "dvc", "repro"], repo, env=env)
-    return json.loads((repo / "reports/metrics.json").read_text())
+    return json.loads((repo / "reports/evaluation.json").read_text())
 
 
-def _test_accuracy(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return float(json.loads(text)["test"]["accuracy"])
-    except (ValueError, KeyError, TypeError):
-        return None
+def _git_show(repo: Path, rev: str, path: str) -> str | None:
+    proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+PREDICTIONS = {"val": "reports/eval/val_predictions.csv", "test": "reports/eval/test_predictions.csv"}
 
 
 def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: Path,
             result_path: Path, name: str | None = None) -> dict:
     """``dvc exp run`` with ``overrides`` in ``repo``, compared with ``base``; writes a Markdown
-    summary and a JSON result whose ``improved`` says whether test accuracy beats the base."""
+    summary and a JSON result whose ``improved`` is the promotion rule's verdict: the new model's
+    val predictions against the val predictions committed at ``base``, paired (McNemar)."""
+    from . import promotion
+    from .labels import LABELS
+    from .params import load
+
     dvc = [sys.executable, "-m", "dvc"]
     cmd = [*dvc, "exp", "run", *overrides_as_args(overrides)] + (["-n", name] if name else [])
     _run(cmd, repo)
     metrics_md = _run([*dvc, "metrics", "diff", base, "--md"], repo, capture=True)
     params_md = _run([*dvc, "params", "diff", base, "--md"], repo, capture=True)
-    try:
-        base_text = _run(["git", "show", f"{base}:reports/metrics.json"], repo, capture=True)
-    except FerError:
-        base_text = None
-    new_acc = _test_accuracy((repo / "reports/metrics.json").read_text())
-    base_acc = _test_accuracy(base_text)
-    improved = new_acc is not None and (base_acc is None or new_acc > base_acc)
-    verdict = (f"test accuracy {new_acc:.4f} vs {base}'s {base_acc:.4f}" if base_acc is not None
-               else f"test accuracy {new_acc:.4f} ({base} has none)")
-    summary = (f"## Retraining result\n\n**{'Improved' if improved else 'Not improved'}**: {verdict}.\n\n"
-               f"Overrides: `{' '.join(overrides_as_args(overrides)) or 'none'}`\n\n"
+    rule = load(["evaluate"], repo / "params.yaml")["evaluate"]
+    alpha, min_gain = rule["promote_alpha"], rule["promote_min_gain_points"]
+    candidate = {s: (repo / p).read_text() for s, p in PREDICTIONS.items() if (repo / p).exists()}
+    champion = {s: text for s, p in PREDICTIONS.items() if (text := _git_show(repo, base, p)) is not None}
+    if "val" not in champion:
+        decision = promotion.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with")
+    else:
+        decision = promotion.decide_from_csv(candidate, champion, list(LABELS), alpha, min_gain)
+    headline = json.loads((repo / "reports/metrics.json").read_text())
+    registry = (json.loads((repo / "reports/evaluation.json").read_text()).get("registry") or {}) \
+        if (repo / "reports/evaluation.json").exists() else {}
+    lines = [f"- {promotion.Comparison(**c).line()}" + (" (decides)" if c["split"] == "val" else " (reported only)")
+             for c in (decision.val, decision.test) if c]
+    summary = (f"## Retraining result\n\n**{'Better' if decision.promote else 'Not better'} than `{base}`**: "
+               f"{decision.reason}.\n\nRule: {decision.rule}.\n\n" + ("\n".join(lines) + "\n\n" if lines else "")
+               + f"Test (PrivateTest) accuracy {100 * headline['test_acc']:.2f}% (95% interval "
+               f"{100 * headline['test_lo']:.2f}-{100 * headline['test_hi']:.2f}%), val {100 * headline['val_acc']:.2f}%.\n\n"
+               + (f"Registry: version {registry.get('version')} -> @{registry.get('alias')} ({registry.get('reason')}).\n\n"
+                  if registry else "")
+               + f"Overrides: `{' '.join(overrides_as_args(overrides)) or 'none'}`\n\n"
                f"### Metrics vs `{base}`\n\n{metrics_md or 'no metric changes'}\n\n"
                f"### Params vs `{base}`\n\n{params_md or 'no param changes'}\n")
     write_text(summary_path, summary)
-    result = {"improved": improved, "test_accuracy": new_acc, "base_test_accuracy": base_acc, "base": base}
+    result = {"name": name, "overrides": overrides, "val_accuracy": headline["val_acc"],
+              "improved": decision.promote, "reason": decision.reason, "rule": decision.rule,
+              "p_value": decision.val["p_value"] if decision.val else None,
+              "val": decision.val, "test": decision.test, "base": base,
+              "test_accuracy": headline["test_acc"], "test_accuracy_ci95": [headline["test_lo"], headline["test_hi"]]}
     write_json(result_path, result)
     return result
+
+
+def sweep_summary(results: list[dict]) -> str:
+    """A Markdown table comparing retrain results (one per sweep member), best val first."""
+    rows = sorted(results, key=lambda r: -r["val_accuracy"])
+    head = ("| run | overrides | val | test (95% interval) | vs base on val | better? |\n"
+            "|---|---|---|---|---|---|\n")
+    body = ""
+    for r in rows:
+        sets = " ".join(f"{k}={json.dumps(v)}" for k, v in (r.get("overrides") or {}).items()) or "none"
+        lo, hi = r["test_accuracy_ci95"]
+        vs = f"{r['val']['gain_points']:+.2f} pt, p = {r['p_value']:.3g}" if r.get("val") else "-"
+        body += (f"| {r.get('name') or '-'} | `{sets}` | {100 * r['val_accuracy']:.2f}% | "
+                 f"{100 * r['test_accuracy']:.2f}% ({100 * lo:.1f}-{100 * hi:.1f}) | {vs} | "
+                 f"{'yes' if r['improved'] else 'no'} |\n")
+    return (f"## Sweep: {len(rows)} runs against `{rows[0]['base'] if rows else '-'}`\n\n{head}{body}\n"
+            "Better = the promotion rule (paired McNemar test on val); test is reported, never decides.\n")
 
 
 def add_parser(sub) -> None:
@@ -183,7 +235,18 @@ def add_parser(sub) -> None:
     def retrain_cmd(args):
         overrides = {**(SMOKE_OVERRIDES if args.smoke else {}), **parse_overrides(args.set)}
         res = retrain(Path("."), overrides, args.base, Path(args.summary), Path(args.result), args.name)
-        print(f"{'improved' if res['improved'] else 'not improved'}: test accuracy {res['test_accuracy']} "
-              f"(base {res['base_test_accuracy']}); summary in {args.summary}")
+        print(f"{'better' if res['improved'] else 'not better'} than {args.base}: {res['reason']}; "
+              f"summary in {args.summary}")
 
     r.set_defaults(func=retrain_cmd)
+
+    w = sub.add_parser("sweep-summary", help="compare retrain results (JSON files) in one Markdown table")
+    w.add_argument("results", nargs="+", help="retrain_result.json files")
+
+    def sweep_cmd(args):
+        missing = [p for p in args.results if not Path(p).exists()]
+        if missing:
+            raise FerError(f"no such result file: {missing[0]}")
+        print(sweep_summary([json.loads(Path(p).read_text()) for p in args.results]))
+
+    w.set_defaults(func=sweep_cmd)

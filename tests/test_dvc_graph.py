@@ -1,0 +1,165 @@
+"""dvc.yaml tells the truth: every stage declares every project file it loads and every file it
+reads, and exactly the params it reads. Each stage runs for real on a tiny synthetic data set,
+under a trace (tests/stage_trace.py), and the trace is compared with dvc.yaml."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+STAGES = ["ingest", "validate", "preprocess", "train", "evaluate", "export"]
+TINY = {
+    "ingest.max_per_class": 0,
+    "ingest.workers": 1,
+    "validate.split_rows": {"train": [21, 21], "val": [21, 21], "test": [21, 21]},
+    "validate.class_share_range": [0.1, 0.2],
+    "validate.pixel_mean_range": [60, 200],
+    "validate.pixel_std_range": [10, 120],
+    "train.epochs": 1,
+    "train.batch_size": 16,
+    "train.model.bn_vgg": {"widths": [8, 16], "convs_per_stage": 1, "dropout": 0.1, "dense": 16},
+    "evaluate.grid_size": 4,
+    "export.max_drop_points": 100.0,
+}
+# Read by every stage but tracked by DVC otherwise: params.yaml through `params:`.
+NOT_FILE_DEPS = {"params.yaml"}
+
+
+def _set(params: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    node = params
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+
+
+def _paths(entries) -> list[str]:
+    out = []
+    for e in entries or []:
+        out.extend(e.keys() if isinstance(e, dict) else [e])
+    return [str(p) for p in out]
+
+
+def stage_spec(dvc: dict, params: dict, stage: str) -> dict:
+    """deps, outs (incl. metrics and plots) and params of a stage, ``${...}`` resolved."""
+    s = dvc["stages"][stage]
+
+    def resolve(path: str) -> str:
+        def value(m):
+            node = params
+            for part in m.group(1).split("."):
+                node = node[part]
+            return str(node)
+
+        return os.path.normpath(re.sub(r"\$\{([^}]+)\}", value, path))
+
+    return {"deps": [resolve(p) for p in _paths(s.get("deps"))],
+            "outs": [resolve(p) for p in _paths(s.get("outs")) + _paths(s.get("metrics")) + _paths(s.get("plots"))],
+            "params": [str(p) for p in s.get("params", [])]}
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def problems(dvc: dict, params: dict, traces: dict[str, dict]) -> list[str]:
+    """Every disagreement between dvc.yaml and what the stages did, one line each."""
+    found = []
+    for stage, trace in traces.items():
+        spec = stage_spec(dvc, params, stage)
+        deps, outs = spec["deps"], spec["outs"]
+        for module in trace["modules"]:
+            if not _under(module, deps):
+                found.append(f"{stage}: loads {module}, which its deps do not name")
+        for read in trace["reads"]:
+            if read.endswith(".py") or read in NOT_FILE_DEPS or _under(read, outs):
+                continue
+            if not _under(read, deps):
+                found.append(f"{stage}: reads {read}, which its deps do not name")
+        for dep in deps:
+            if dep.endswith(".py") and dep not in trace["modules"]:
+                found.append(f"{stage}: names {dep} in deps but never loads it")
+        if sorted(spec["params"]) != sorted(trace["params"]):
+            found.append(f"{stage}: reads params {sorted(trace['params'])}, dvc.yaml declares {sorted(spec['params'])}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def traced(fer_fixture, tmp_path_factory):
+    """Run every stage once, in order, in a copy of the repository, each under the trace."""
+    work = tmp_path_factory.mktemp("graph")
+    repo = work / "repo"
+    shutil.copytree(REPO / "pipeline", repo / "pipeline", symlinks=True)
+    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    (repo / "data/raw").mkdir(parents=True)
+    shutil.copy(fer_fixture.zip, repo / "data/raw/fer2013.zip")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key, value in TINY.items():
+        _set(params, key, value)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
+    traces = {}
+    for stage in STAGES:
+        out = work / f"{stage}.json"
+        r = subprocess.run([sys.executable, str(REPO / "tests/stage_trace.py"), stage, str(out)], cwd=repo,
+                           env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"stage {stage} failed:\n{r.stderr[-3000:]}"
+        traces[stage] = json.loads(out.read_text())
+    return {"traces": traces, "params": params, "dvc": yaml.safe_load((REPO / "dvc.yaml").read_text())}
+
+
+def test_every_stage_declares_what_it_loads_reads_and_its_params(traced):
+    found = problems(traced["dvc"], traced["params"], traced["traces"])
+    assert not found, "dvc.yaml disagrees with what the stages did:\n" + "\n".join(found)
+
+
+def test_the_trace_sees_the_core_of_every_stage(traced):
+    # Guards the guard: the trace must really see modules, files and params.
+    t = traced["traces"]
+    assert "src/fer_pipeline/training.py" in t["train"]["modules"]
+    assert "src/fer_pipeline/params.py" in t["ingest"]["modules"]
+    assert any(r.startswith("data/processed/") for r in t["train"]["reads"])
+    assert "reports/preprocess.json" in t["train"]["reads"]
+    assert "reports/validation.json" in t["evaluate"]["reads"]
+    assert t["train"]["params"] == ["preprocess.augment", "tracking", "train"]
+
+
+@pytest.mark.parametrize("stage,dep,expect", [
+    ("train", "src/fer_pipeline/plots.py", "train: loads src/fer_pipeline/plots.py"),
+    ("evaluate", "reports/preprocess.json", "evaluate: reads reports/preprocess.json"),
+    ("export", "src/fer_pipeline/predict.py", "export: loads src/fer_pipeline/predict.py"),
+])
+def test_removing_one_dep_is_caught_by_name(traced, stage, dep, expect):
+    dvc = copy.deepcopy(traced["dvc"])
+    deps = dvc["stages"][stage]["deps"]
+    assert dep in deps
+    deps.remove(dep)
+    found = problems(dvc, traced["params"], traced["traces"])
+    assert any(line.startswith(expect) for line in found), found
+
+
+def test_a_param_read_but_not_declared_is_caught(traced):
+    dvc = copy.deepcopy(traced["dvc"])
+    dvc["stages"]["train"]["params"].remove("preprocess.augment")
+    found = problems(dvc, traced["params"], traced["traces"])
+    assert any(line.startswith("train: reads params") for line in found), found
+
+
+def test_a_dep_that_is_never_loaded_is_caught(traced):
+    dvc = copy.deepcopy(traced["dvc"])
+    dvc["stages"]["ingest"]["deps"].append("src/fer_pipeline/serve.py")
+    found = problems(dvc, traced["params"], traced["traces"])
+    assert "ingest: names src/fer_pipeline/serve.py in deps but never loads it" in found
