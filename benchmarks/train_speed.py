@@ -1,54 +1,84 @@
-"""Training throughput of the default model and of the seed's VGG-16, measured in one run.
+"""Training cost of the default model and of candidates, measured in one run on one machine.
 
-    python benchmarks/train_speed.py [--steps 30] [--warmup 5]
+    python benchmarks/train_speed.py [--steps 30] [--warmup 5] [--repeats 2]
 
-Uses the models and tf.data pipeline (with augmentation) from params.yaml on random pixels.
+For each model and input (crop) size: training FLOPs per image (counted from the layers), images/s
+of training steps with the tf.data pipeline and augmentation from params.yaml (random pixels), and
+both as ratios to today's default (the first row), so that a candidate's budget can be stated as
+compute and its time as a ratio measured beside the default on the same machine. Each timing is
+repeated; the spread is printed (this kind of machine varies by up to 30% within minutes).
 """
 
 import argparse
+import dataclasses
+import statistics
 import time
 
 import numpy as np
 
 from fer_pipeline.augment import AugmentConfig
-from fer_pipeline.fsutil import load_params
-from fer_pipeline.models import build_model
+from fer_pipeline.models import build_model, training_flops_per_image
+from fer_pipeline.params import load
 from fer_pipeline.training import make_dataset, make_optimizer
 
+# (label, model name, model kwargs override, crop size, batch)
+CANDIDATES = [
+    ("default", None, {}, 48, None),
+    ("crop 44", None, {}, 44, None),
+    ("crop 40", None, {}, 40, None),
+    ("seed VGG-16", "vgg16", {}, 48, 32),
+]
 
-def images_per_second(name: str, kwargs: dict, batch: int, steps: int, warmup: int, aug: AugmentConfig) -> tuple[float, int]:
+
+def images_per_second(name: str, kwargs: dict, crop: int, batch: int, steps: int, warmup: int,
+                      aug: AugmentConfig, train_cfg: dict) -> tuple[float, int, int]:
     import keras
 
-    model = build_model(name, **kwargs)
-    model.compile(optimizer=make_optimizer({"learning_rate": 1e-3, "schedule": "constant"}, steps, 1),
+    model = build_model(name, crop, **kwargs)
+    model.compile(optimizer=make_optimizer(train_cfg, steps, 1),
                   loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"], jit_compile=False)
     n = batch * (steps + warmup)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, 48, 48, 1), dtype=np.uint8)
     y = rng.integers(0, 7, n)
-    ds = make_dataset(x, y, batch, training=True, aug=aug)
+    ds = make_dataset(x, y, batch, training=True, aug=dataclasses.replace(aug, crop_size=crop))
     model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0)
     t = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-    return batch * steps / (time.perf_counter() - t), model.count_params()
+    return batch * steps / (time.perf_counter() - t), model.count_params(), training_flops_per_image(model)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--only", nargs="*", help="labels to run (default: all)")
     a = ap.parse_args()
-    p = load_params()
+    p = load(["preprocess.augment", "train"])
     train = p["train"]
-    aug = AugmentConfig.from_params(p["preprocess"]["augment"])
+    aug = AugmentConfig.from_params(p["preprocess"]["augment"], 48)
     default = train["model"]["name"]
-    results = {}
-    for name, batch in ((default, train["batch_size"]), ("vgg16", 32)):
-        ips, params = images_per_second(name, train["model"].get(name, {}), batch, a.steps, a.warmup, aug)
-        results[name] = ips
-        print(f"{name:>14}: {params / 1e6:5.2f}M params, batch {batch:3d}: {ips:7.1f} train images/s "
-              f"(~{28709 / ips:5.0f} s per FER2013 epoch)")
-    print(f"ratio {default}/vgg16: {results[default] / results['vgg16']:.1f}x")
+    base = None
+    print(f"{'candidate':>12} {'params':>7} {'GFLOP/img':>9} {'x default':>9} {'images/s':>16} {'x default':>9}")
+    for label, name, over, crop, batch in CANDIDATES:
+        if a.only and label not in a.only:
+            continue
+        name = name or default
+        kwargs = {**train["model"][name], **over}
+        rates = []
+        for _ in range(a.repeats):
+            ips, params, flops = images_per_second(name, kwargs, crop, batch or train["batch_size"], a.steps,
+                                                   a.warmup, aug, train)
+            rates.append(ips)
+        mean = statistics.mean(rates)
+        if base is None:
+            base = (flops, mean)
+        spread = f"{min(rates):.0f}-{max(rates):.0f}"
+        print(f"{label:>12} {params / 1e6:6.2f}M {flops / 1e9:9.3f} {flops / base[0]:9.2f} "
+              f"{mean:7.1f} ({spread:>7}) {mean / base[1]:9.2f}", flush=True)
+    print(f"budget: today's default = {base[0] / 1e9:.3f} GFLOP/img x 28,006 images x {train['epochs']} epochs "
+          f"= {base[0] * 28006 * train['epochs'] / 1e12:.0f} TFLOP")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,34 @@ from helpers import astronaut_gray, free_port, tiny_model_file, wait_http
 pytestmark = pytest.mark.slow
 
 
-def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+def multipart(field: str, filename: str, data: bytes, *more: tuple[str, bytes]) -> tuple[bytes, str]:
+    """A multipart body with one or more files in form field ``field``."""
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    body = b""
+    for name, content in ((filename, data), *more):
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n"
+                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + content + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG file that declares ``width`` x ``height`` pixels (its data is never decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def jpeg(img, **save) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=92, **save)
+    return buf.getvalue()
 
 
 def post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
@@ -39,7 +62,9 @@ def photo_server(tmp_path_factory):
     model = tiny_model_file(d / "tiny.keras")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "fer_pipeline.cli", "serve", "--model", str(model),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--port", str(port), "--max-bytes", "3000000", "--max-pixels", "30000000",
+                             "--max-photos", "3", "--max-faces", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", proc)
         yield f"http://127.0.0.1:{port}", proc
@@ -57,6 +82,77 @@ def test_photo_upload_returns_faces_with_emotions(photo_server):
     assert status == 200
     assert len(body["faces"]) == 1 and len(body["faces"][0]["probabilities"]) == 7
     assert (body["width"], body["height"]) == (512, 512)
+    assert body["model"]["source"] == "keras" and body["seconds"] > 0
+
+
+def test_several_photos_in_one_request_and_per_photo_errors(photo_server):
+    url, _ = photo_server
+    face = jpeg(astronaut_gray())
+    status, body = post(url + "/predict", *multipart("file", "a.jpg", face, ("b.jpg", face), ("c.txt", b"text")))
+    assert status == 200
+    assert [p["file"] for p in body["photos"]] == ["a.jpg", "b.jpg"]
+    assert all(len(p["faces"]) == 1 for p in body["photos"])
+    assert body["errors"] == ["c.txt: not a readable image (JPEG, PNG, WebP, ...)"]
+    status, body = post(url + "/predict", *multipart("file", "1.jpg", face, *[(f"{i}.jpg", face) for i in (2, 3, 4)]))
+    assert status == 413 and body["detail"] == "4 photos in one request; the limit is 3"
+
+
+def test_limits_answer_413_before_decoding(photo_server):
+    url, proc = photo_server
+    bomb = png_header_only(20000, 20000)  # 400 megapixels declared in a file of under 100 bytes
+    assert len(bomb) < 100
+    status, body = post(url + "/predict", *multipart("file", "bomb.png", bomb))
+    assert status == 413
+    assert body["detail"] == "bomb.png: image is 20000x20000 = 400.0 megapixels; the limit is 30.0 megapixels"
+    status, body = post(url + "/predict", *multipart("file", "big.bin", b"\xff" * 3_000_001))
+    assert status == 413 and "larger than 3 MB" in body["detail"]
+    assert proc.poll() is None
+
+
+def test_phone_photos_are_turned_upright_by_their_exif_orientation(photo_server):
+    from PIL import Image
+
+    url, _ = photo_server
+    upright = astronaut_gray()[:400]                  # 512 wide, 400 high
+    sideways = np.ascontiguousarray(np.rot90(upright))  # as a phone stores it: 400 wide, 512 high
+    exif = Image.Exif()
+    exif[0x0112] = 6                                  # "rotate 90 degrees clockwise to display"
+    status, body = post(url + "/predict", *multipart("file", "phone.jpg", jpeg(sideways, exif=exif.tobytes())))
+    assert status == 200 and (body["width"], body["height"]) == (512, 400)
+    assert len(body["faces"]) == 1
+    # Control: the same pixels without the tag are a sideways face, which the detector misses.
+    status, body = post(url + "/predict", *multipart("file", "raw.jpg", jpeg(sideways)))
+    assert status == 200 and (body["width"], body["height"]) == (400, 512) and body["faces"] == []
+
+
+def test_health_answers_quickly_while_photos_are_processed(photo_server):
+    import threading
+    import time
+
+    url, _ = photo_server
+    import cv2
+
+    big = cv2.resize(astronaut_gray(), (4000, 3000), interpolation=cv2.INTER_LINEAR)  # 12 Mpx, ~1 MB JPEG
+    data = jpeg(big)
+    assert len(data) < 3_000_000
+    body, ctype = multipart("file", "1.jpg", data, ("2.jpg", data), ("3.jpg", data))
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(r=post(url + "/predict", body, ctype)))
+    t_start = time.perf_counter()
+    worker.start()
+    time.sleep(0.3)  # the upload has arrived; decoding and detection are under way
+    latencies = []
+    while worker.is_alive():
+        t = time.perf_counter()
+        with urllib.request.urlopen(url + "/health", timeout=10) as r:
+            assert r.status == 200
+        latencies.append(time.perf_counter() - t)
+        time.sleep(0.05)
+    worker.join()
+    busy = time.perf_counter() - t_start
+    assert done["r"][0] == 200 and len(done["r"][1]["photos"]) == 3
+    assert max(latencies) < 0.1, f"/health took up to {max(latencies):.3f} s while photos were processed"
+    assert len(latencies) >= 3, f"the photos took only {busy:.2f} s: too fast to measure"
 
 
 def test_bad_upload_is_a_clear_4xx_and_the_server_stays_up(photo_server):
@@ -76,15 +172,15 @@ def test_mlflow_models_serve_returns_seven_probabilities(tmp_path):
     from fer_pipeline import tracking
     from fer_pipeline.evaluation import register_and_decide
     from fer_pipeline.models import build_model
-    from fer_pipeline.training import log_model
+    from fer_pipeline.tracking import log_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
         tracking.setup("serve-test", tmp_path)
         with mlflow.start_run() as run:
-            log_model(build_model("bn_vgg", widths=(8,), dense=0, dropout=0.0))
-        register_and_decide(run.info.run_id, "fer-serve", 0.5)
+            log_model(build_model("bn_vgg", 48, widths=(8,), convs_per_stage=1, dense=0, dropout=0.0))
+        register_and_decide(run.info.run_id, "fer-serve", {}, 0.05, 0.5)
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
         mlflow.set_tracking_uri(None)

@@ -63,13 +63,37 @@ def read_image(path: str | os.PathLike) -> np.ndarray | None:
     return decode_image(data.tobytes())
 
 
-def decode_image(data: bytes) -> np.ndarray | None:
-    import cv2
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's default decompression-bomb threshold
+
+
+class ImageTooLarge(FerError):
+    """The image has more pixels than allowed (found from its header, before decoding)."""
+
+
+def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray | None:
+    """Grayscale uint8 pixels of an encoded image, turned upright by its EXIF orientation (phone
+    photos), or None if ``data`` is not a readable image. With ``max_pixels``, the size is read
+    from the header first and a larger image raises ``ImageTooLarge`` without being decoded."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
         return None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    return img if img is not None and img.size else None
+    # This check replaces PIL's decompression-bomb check (which would refuse at open, before we
+    # can say the size): the limit is ours, PIL's own default unless one is given.
+    Image.MAX_IMAGE_PIXELS = None
+    limit = max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+        w, h = img.size
+        if w * h > limit:
+            raise ImageTooLarge(f"image is {w}x{h} = {w * h / 1e6:.1f} megapixels; the limit is "
+                                f"{limit / 1e6:.1f} megapixels")
+        gray = np.asarray(ImageOps.exif_transpose(img).convert("L"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    return gray if gray.size else None
 
 
 def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.1) -> np.ndarray:
@@ -90,10 +114,12 @@ def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 
 
 
 class Predictor:
-    """Batched probabilities for (n, 48, 48, 1) raw 0-255 faces from any supported model form."""
+    """Batched probabilities for (n, 48, 48, 1) raw 0-255 faces from any supported model form.
+    ``info``: what answers (spec, source, and for a registry model its name, version and alias)."""
 
-    def __init__(self, spec: str, source: str, fn):
+    def __init__(self, spec: str, source: str, fn, info: dict | None = None):
         self.spec, self.source, self._fn = spec, source, fn
+        self.info = {"spec": spec, "source": source, **(info or {})}
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         if len(faces) == 0:
@@ -159,7 +185,12 @@ def load_predictor(spec: str | None = None, registered_model: str = "fer-emotion
         except Exception as exc:  # MLflow raises several types for a missing model/alias
             raise FerError(f"cannot load MLflow model {spec} from {tracking_uri()}: "
                            f"{str(exc).splitlines()[0]}") from None
-        return Predictor(spec, "mlflow", _keras_fn(model))
+        info = {}
+        if spec.startswith("models:/") and "@" in spec:
+            name, alias = spec[len("models:/"):].split("@", 1)
+            version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+            info = {"name": name, "alias": alias, "version": str(version)}
+        return Predictor(spec, "mlflow", _keras_fn(model), info)
     path = Path(spec)
     if not path.exists():
         raise FerError(f"model file {spec} not found; train one with `./run.sh` (or `dvc repro`)")
@@ -180,19 +211,29 @@ class PhotoResult:
     width: int
     height: int
     faces: list[dict]
+    faces_dropped: int = 0  # faces beyond ``max_faces`` (the smallest), not classified
+
+    def to_dict(self) -> dict:
+        d = {"file": self.file, "width": self.width, "height": self.height, "faces": self.faces}
+        return {**d, "faces_dropped": self.faces_dropped} if self.faces_dropped else d
 
     def to_json(self) -> str:
-        return json.dumps({"file": self.file, "width": self.width, "height": self.height,
-                           "faces": self.faces})
+        return json.dumps(self.to_dict())
 
 
 def analyse(images: list[tuple[str, np.ndarray]], predictor: Predictor, detector: FaceDetector,
-            margin: float = 0.1) -> list[PhotoResult]:
-    """Detect faces in every image, classify all faces in one batch."""
+            margin: float = 0.1, max_faces: int | None = None) -> list[PhotoResult]:
+    """Detect faces in every image (at most ``max_faces`` per image, the largest), classify all
+    faces in one batch."""
     crops, owners, results = [], [], []
     for name, gray in images:
         boxes = detector.detect(gray)
-        res = PhotoResult(name, int(gray.shape[1]), int(gray.shape[0]), [])
+        dropped = 0
+        if max_faces is not None and len(boxes) > max_faces:
+            keep = sorted(boxes, key=lambda b: -b[2] * b[3])[:max_faces]
+            dropped = len(boxes) - max_faces
+            boxes = sorted(keep, key=lambda b: (b[1], b[0]))
+        res = PhotoResult(name, int(gray.shape[1]), int(gray.shape[0]), [], dropped)
         for box in boxes:
             crops.append(crop_face(gray, box, margin))
             owners.append((res, box))

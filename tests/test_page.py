@@ -1,0 +1,115 @@
+"""The page of `fer serve` in a real headless Chromium (Debian's `chromium`, driven by Playwright):
+a photo with a face gets a box and a label; a file that is not an image gets a readable message."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, astronaut_gray, free_port, tiny_model_file, wait_http, write_png
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(os.environ.get("FER_TEST_ARTIFACTS", REPO / "test-artifacts"))
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH: `apt-get install chromium` (.ci/run installs it)")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("page")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipeline.cli", "serve", "--model",
+                             str(tiny_model_file(d / "tiny.keras")), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        yield page
+        browser.close()
+
+
+def test_a_photo_gets_a_box_a_label_and_seven_bars(server, page, tmp_path):
+    photo = write_png(tmp_path / "astronaut.png", astronaut_gray())
+    page.goto(server + "/")
+    page.wait_for_function("document.getElementById('model').textContent.includes('tiny.keras')")
+    page.set_input_files("#files", str(photo))
+    page.wait_for_selector(".box .face-label", timeout=60_000)
+    assert page.locator(".photo").count() == 1 and page.locator(".box").count() == 1
+    label = page.locator(".face-label").inner_text()
+    assert label.split(": ")[1].split(" ")[0] in {"angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"}
+    # The box sits on the face: astronaut's face is in the upper middle of the 512x512 photo.
+    img, box = page.locator(".frame img").bounding_box(), page.locator(".box").bounding_box()
+    cx = (box["x"] + box["width"] / 2 - img["x"]) / img["width"]
+    cy = (box["y"] + box["height"] / 2 - img["y"]) / img["height"]
+    assert 0.3 < cx < 0.7 and 0.1 < cy < 0.5, (cx, cy)
+    assert page.locator(".face .bar").count() == 7
+    assert "answered by" in page.locator("#status").inner_text()
+    assert page.locator("#error").is_hidden()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve_page.png"), full_page=True)
+
+
+def test_a_file_that_is_not_an_image_shows_a_readable_error(server, page, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    page.goto(server + "/")
+    page.set_input_files("#files", str(notes))
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert page.locator("#error").inner_text() == (
+        "Could not analyse: notes.txt: not a readable image (JPEG, PNG, WebP, ...)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve_page_error.png"))
+
+
+def test_the_readme_link_opens_the_training_runs_of_the_mlflow_ui(tmp_path, page):
+    # MLflow 3.17's UI opens an experiment on its GenAI overview; the README's link must land on
+    # the training runs, where the comparison walkthrough starts.
+    import mlflow
+
+    from fer_pipeline import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        tracking.setup("fer2013", tmp_path)
+        with mlflow.start_run(run_name="readme-walkthrough-run"):
+            mlflow.log_metric("val_accuracy", 0.5, step=1)
+        exp_id = mlflow.get_experiment_by_name("fer2013").experiment_id
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+        mlflow.set_tracking_uri(None)
+    readme = (REPO / "README.md").read_text()
+    link = "http://127.0.0.1:5000/#/experiments/1/runs"
+    assert link in readme and exp_id == "1"  # the first experiment of a fresh store
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=180)
+        page.goto(link.replace("5000", str(port)))
+        page.wait_for_selector("text=readme-walkthrough-run", timeout=60_000)
+        assert page.get_by_text("Training runs").first.is_visible()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "mlflow_training_runs.png"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
