@@ -111,3 +111,24 @@ def tiny_validate_cfg() -> dict:
         "pixel_std_range": [10, 120],
         "near_blank_std": 3.0,
     }
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_do_not_leak_between_tests():
+    """MLflow's set_tracking_uri / set_registry_uri also export MLFLOW_TRACKING_URI /
+    MLFLOW_REGISTRY_URI for subprocesses: restore both after each test, so that no test (nor the
+    servers and stages it starts) inherits another test's temp store."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    import sys
+
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])

@@ -50,6 +50,7 @@ alias = get("registered-models/alias", name="fer-emotion", alias="champion")["mo
 out["champion"] = {"version": alias["version"], "run_id": alias.get("run_id"), "source": alias["source"]}
 import mlflow, numpy as np
 mlflow.set_tracking_uri(base)
+mlflow.set_registry_uri(base)
 model = mlflow.pyfunc.load_model("models:/fer-emotion@champion")
 out["model_output_shape"] = list(np.asarray(model.predict(np.zeros((2, 48, 48, 1), np.float32))).shape)
 print(json.dumps(out))
@@ -97,7 +98,7 @@ def test_runs_from_two_clones_meet_on_one_mlflow_server(tmp_path, mlflow_server,
     smoke(REPO, first)  # the whole pipeline, tiny, logging to the server
 
     reader = subprocess.run([sys.executable, "-c", READER, mlflow_server], capture_output=True, text=True,
-                            timeout=600, env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+                            timeout=600, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
     assert reader.returncode == 0, reader.stderr[-3000:]
     seen = json.loads(reader.stdout.strip().splitlines()[-1])
     (run,) = seen["runs"]

@@ -1,0 +1,64 @@
+"""The experiments table and the compute-vs-accuracy plot, from reports/experiments.yaml.
+
+    python scripts/experiments.py        # prints the Markdown table; writes the figure
+
+Training compute of a row = FLOPs per training image of its model at its crop size (counted from
+the layers by fer_pipeline.models) x 28,006 training images x epochs: a budget that does not
+depend on the machine, unlike minutes.
+"""
+
+from pathlib import Path
+
+import yaml
+
+from fer_pipeline.models import build_model, training_flops_per_image
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_IMAGES = 28006
+
+
+def main() -> None:
+    rows = yaml.safe_load((ROOT / "reports/experiments.yaml").read_text())
+    budget = None
+    for r in rows:
+        model = dict(r["model"])
+        name = model.pop("name")
+        r["gflop"] = training_flops_per_image(build_model(name, r["crop_size"], **model)) / 1e9
+        r["tflop"] = r["gflop"] * 1e9 * TRAIN_IMAGES * r["epochs"] / 1e12
+        if r["name"] == "dropout-0.2":
+            budget = r["tflop"]
+    print("| experiment | command | GFLOP/img | epochs | compute (x budget) | minutes (machine) | val | test | TTA test |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        pct = lambda v: "-" if v is None else (f"{v}%" if isinstance(v, (int, float)) else str(v))  # noqa: E731
+        print(f"| `{r['name']}`: {r['what']} | `{r['command']}` | {r['gflop']:.3f} | {r['epochs']} | "
+              f"{r['tflop']:.0f} TFLOP ({r['tflop'] / budget:.2f}x) | {r['minutes']} ({r['machine']}) | "
+              f"{pct(r['val'])} | {pct(r['test'])} | {pct(r['tta'])} |")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in rows:
+        ax.scatter(r["tflop"], r["val"], color="tab:blue")
+        if r["test"] is not None:
+            ax.scatter(r["tflop"], r["test"], color="tab:orange", marker="s")
+        ax.annotate(r["name"], (r["tflop"], r["val"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.axvline(budget, color="gray", ls=":", label="budget (today's default)")
+    ax.axhline(70, color="tab:red", ls="--", lw=1, label="goal: 70% test")
+    ax.scatter([], [], color="tab:blue", label="val (decides)")
+    ax.scatter([], [], color="tab:orange", marker="s", label="test (reported)")
+    ax.set_xlabel("training compute, TFLOP (FLOPs/image x images x epochs)")
+    ax.set_ylabel("accuracy, %")
+    ax.set_title("FER2013 experiments: accuracy against training compute")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    out = ROOT / "reports/figures/compute_vs_accuracy.png"
+    fig.savefig(out, dpi=90, bbox_inches="tight")
+    print(f"\nwrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
