@@ -254,8 +254,13 @@ def describe_model(model) -> str:
     if opt is not None:
         cfg = opt.get_config()
         lr = cfg.get("learning_rate")
-        lr_text = (f"{lr['class_name']} schedule from {lr['config'].get('initial_learning_rate')}"
-                   if isinstance(lr, dict) else f"learning rate {lr}")
+        if isinstance(lr, dict):
+            c = lr["config"]
+            peak = c.get("warmup_target") or c.get("initial_learning_rate")
+            lr_text = (f"{lr['class_name']} learning rate, peak {peak}"
+                       + (f" after {c['warmup_steps']} warm-up steps" if c.get("warmup_steps") else ""))
+        else:
+            lr_text = f"learning rate {lr}"
         extra = [f"weight decay {cfg['weight_decay']}"] if cfg.get("weight_decay") else []
         if cfg.get("use_ema"):
             extra.append(f"weight EMA {cfg.get('ema_momentum')}")
