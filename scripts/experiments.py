@@ -41,11 +41,15 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    points: dict[tuple, list[str]] = {}  # runs with the same compute and val share one label
     for r in rows:
         ax.scatter(r["tflop"], r["val"], color="tab:blue")
         if r["test"] is not None:
             ax.scatter(r["tflop"], r["test"], color="tab:orange", marker="s")
-        ax.annotate(r["name"], (r["tflop"], r["val"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        points.setdefault((round(r["tflop"]), r["val"]), []).append(r["name"])
+    for k, ((x, y), names) in enumerate(sorted(points.items(), key=lambda p: p[0][1])):
+        ax.annotate(" = ".join(names), (x, y), textcoords="offset points", fontsize=8,
+                    xytext=(-8, 4 + 9 * (k % 3)), ha="right")
     ax.axvline(budget, color="gray", ls=":", label="budget (today's default)")
     ax.axhline(70, color="tab:red", ls="--", lw=1, label="goal: 70% test")
     ax.scatter([], [], color="tab:blue", label="val (decides)")
