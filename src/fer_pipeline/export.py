@@ -33,7 +33,7 @@ def run_export(model_path: str, out_path: str, data_dir: str, quantize: str, max
     import keras
 
     from .fsutil import load_split
-    from .predict import load_predictor
+    from .predict import keras_predictor, load_predictor
 
     if not Path(model_path).exists():
         raise FerError(f"{model_path} not found: run the train stage first (`dvc repro train`)")
@@ -42,7 +42,7 @@ def run_export(model_path: str, out_path: str, data_dir: str, quantize: str, max
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(blob)
     x, y = load_split(data_dir, "test")
-    keras_acc = float(np.mean(load_predictor(model_path)(x).argmax(1) == y))
+    keras_acc = float(np.mean(keras_predictor(model, model_path)(x).argmax(1) == y))
     tfl = load_predictor(out_path)
     tfl_acc = float(np.mean(tfl(x).argmax(1) == y))
     report = {

@@ -146,6 +146,11 @@ def _tflite_fn(path: str):
     return run
 
 
+def keras_predictor(model, spec: str) -> "Predictor":
+    """A Predictor around an already loaded Keras model."""
+    return Predictor(spec, "keras", _keras_fn(model))
+
+
 def _keras_fn(model):
     import tensorflow as tf
 
@@ -198,7 +203,7 @@ def load_predictor(spec: str | None = None, registered_model: str = "fer-emotion
         return Predictor(spec, "tflite", _tflite_fn(str(path)))
     import keras
 
-    return Predictor(spec, "keras", _keras_fn(keras.models.load_model(path)))
+    return keras_predictor(keras.models.load_model(path), spec)
 
 
 # --------------------------------------------------------------------------------------------

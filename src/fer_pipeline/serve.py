@@ -63,7 +63,7 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
         t0 = time.perf_counter()
         if len(file) > limits.max_photos:
             raise HTTPException(413, f"{len(file)} photos in one request; the limit is {limits.max_photos}")
-        photos, errors, decoded = [], [], []
+        errors, decoded = [], []
         for upload in file:
             name = upload.filename or "upload"
             data = upload.file.read(limits.max_bytes + 1)

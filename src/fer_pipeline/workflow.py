@@ -135,8 +135,10 @@ def smoke(src: Path, workdir: Path, extra: dict[str, object] | None = None) -> d
 
 
 def _git_show(repo: Path, rev: str, path: str) -> str | None:
-    proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
-    return proc.stdout if proc.returncode == 0 else None
+    try:
+        return _run(["git", "show", f"{rev}:{path}"], repo, capture=True)
+    except FerError:  # no such file at that revision
+        return None
 
 
 PREDICTIONS = {"val": "reports/eval/val_predictions.csv", "test": "reports/eval/test_predictions.csv"}
