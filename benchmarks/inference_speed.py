@@ -25,7 +25,8 @@ def main() -> None:
     import cv2
     from skimage import data
 
-    from fer_pipeline.predict import HaarFaceDetector, analyse, load_predictor
+    from fer_pipeline.predict import HaarFaceDetector, analyse
+    from fer_pipeline.predictor import load_predictor
 
     photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
     predictor = load_predictor(a.model)
@@ -43,7 +44,8 @@ def main() -> None:
         detector.detect(photo)
         det.append(time.perf_counter() - t)
     print(f"one 512x512 photo, {len(res[0].faces)} face: cold start {cold:.2f} s (imports + model load + first photo); "
-          f"warm median {1000 * statistics.median(lat):.1f} ms (detection alone {1000 * statistics.median(det):.1f} ms)")
+          f"warm median {1000 * statistics.median(lat):.1f} ms "
+          f"(detection alone {1000 * statistics.median(det):.1f} ms)")
 
     faces = np.random.default_rng(0).integers(0, 256, (a.faces, 48, 48, 1)).astype(np.float32)
     for label, spec in (("keras", a.model), ("tflite", a.tflite)):

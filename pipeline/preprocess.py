@@ -1,4 +1,4 @@
-"""DVC stage preprocess: clean and split -> data/processed/*.npz and class weights."""
+"""DVC stage preprocess: clean and split -> one .npz per split and class weights (paths: dvc.yaml)."""
 
 from fer_pipeline.cli import run_stage
 from fer_pipeline.data import load_arrays
@@ -6,10 +6,10 @@ from fer_pipeline.fsutil import write_json
 from fer_pipeline.preprocess import run_preprocess
 
 
-def main(params: dict) -> None:
-    images, manifest = load_arrays("data/interim")
-    s = run_preprocess(images, manifest, params["preprocess"], "data/processed")
-    write_json("reports/preprocess.json", s)
+def main(params: dict, *, interim: str, processed: str, report: str) -> None:
+    images, manifest = load_arrays(interim)
+    s = run_preprocess(images, manifest, params["preprocess"], processed)
+    write_json(report, s)
     print(f"preprocess: {s['rows']}; dropped {s['dropped']}")
 
 

@@ -27,7 +27,8 @@ def main() -> None:
         r["tflop"] = r["gflop"] * 1e9 * TRAIN_IMAGES * r["epochs"] / 1e12
         if r["name"] == "dropout-0.2":
             budget = r["tflop"]
-    print("| experiment | command | GFLOP/img | epochs | compute (x budget) | minutes (machine) | val | test | TTA test |")
+    print("| experiment | command | GFLOP/img | epochs | compute (x budget) | minutes (machine) | val | test "
+          "| TTA test |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         pct = lambda v: "-" if v is None else (f"{v}%" if isinstance(v, (int, float)) else str(v))  # noqa: E731

@@ -59,7 +59,7 @@ class FerFixture:
         for usage in USAGES:
             top = "train" if usage == "Training" else "test"
             for name in LABELS:
-                for k in range(per_class):
+                for _ in range(per_class):
                     seed += 1
                     data = jpeg_bytes(synthetic_face(seed))
                     self.entries.append((f"{top}/{name}/{usage}_{seed:05d}.jpg", usage, name, data))

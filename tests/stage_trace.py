@@ -1,6 +1,6 @@
 """Run one pipeline stage script and record what it touched (used by test_dvc_graph.py).
 
-    python stage_trace.py <stage> <trace.json>     (cwd: a repository root)
+    python stage_trace.py <stage> <trace.json> [name=path ...]     (cwd: a repository root)
 
 Records every loaded module whose file lies in the repository, every file in the repository the
 stage opened for reading or writing (Python's audit hook sees ``open`` from Python code: builtins,
@@ -14,7 +14,7 @@ import os
 import runpy
 import sys
 
-stage, trace_file = sys.argv[1], sys.argv[2]
+stage, trace_file, stage_args = sys.argv[1], sys.argv[2], sys.argv[3:]
 root = os.path.realpath(os.getcwd())
 reads: set[str] = set()
 writes: set[str] = set()
@@ -61,5 +61,5 @@ def dump():
 sys.addaudithook(hook)
 atexit.register(dump)
 sys.path.insert(0, os.path.join(root, "pipeline"))
-sys.argv = [f"pipeline/{stage}.py"]
+sys.argv = [f"pipeline/{stage}.py", *stage_args]
 runpy.run_path(f"pipeline/{stage}.py", run_name="__main__")

@@ -1,10 +1,12 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from conftest import synthetic_face
 from fer_pipeline.augment import AugmentConfig, augment_batch, mixup
+
+from conftest import synthetic_face
 
 
 def aug(**kw) -> AugmentConfig:
@@ -61,11 +63,25 @@ def test_random_crops_are_windows_of_the_face_at_varying_places():
     assert len(places) > 4
 
 
-def test_mixup_mixes_images_and_labels_consistently():
-    y = tf.one_hot(tf.range(16) % 7, 7)
-    w = tf.ones([16])
-    x2, y2, w2 = mixup(BATCH, y, w, 0.4, tf.constant([9, 9], tf.int64))
-    assert x2.shape == BATCH.shape and y2.shape == (16, 7)
-    np.testing.assert_allclose(y2.numpy().sum(axis=1), 1.0, rtol=1e-5)
-    assert (y2.numpy().max(axis=1) < 1.0 - 1e-6).any()
-    np.testing.assert_allclose(w2.numpy(), 1.0, rtol=1e-5)
+def test_mixup_mixes_images_labels_and_weights_with_the_same_ratio():
+    # Seven examples of seven different classes: each mixed label names its partner and the ratio,
+    # and the mixed image and weight must be the same blend of the same two examples.
+    x = BATCH[:7]
+    y = tf.one_hot(tf.range(7), 7)
+    w = tf.constant([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    x2, y2, w2 = (t.numpy() for t in mixup(x, y, w, 0.4, tf.constant([9, 9], tf.int64)))
+    assert x2.shape == x.shape and y2.shape == (7, 7)
+    np.testing.assert_allclose(y2.sum(axis=1), 1.0, rtol=1e-5)
+    mixed = 0
+    for k in range(7):
+        lam = y2[k, k]
+        others = np.delete(np.arange(7), k)
+        j = others[np.argmax(y2[k, others])]
+        if lam > 1 - 1e-6:        # paired with itself: unchanged
+            np.testing.assert_allclose(x2[k], x.numpy()[k], atol=1e-3)
+            continue
+        mixed += 1
+        assert y2[k, j] == pytest.approx(1 - lam, abs=1e-5)
+        np.testing.assert_allclose(x2[k], lam * x.numpy()[k] + (1 - lam) * x.numpy()[j], atol=1e-3)
+        assert w2[k] == pytest.approx(lam * (k + 1) + (1 - lam) * (j + 1), abs=1e-4)
+    assert mixed >= 4

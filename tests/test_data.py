@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FerFixture, decoded, jpeg_bytes, synthetic_face
 from fer_pipeline.data import ingest, load_arrays, run_ingest
 from fer_pipeline.errors import DataError
 from fer_pipeline.fsutil import atomic_path
 from fer_pipeline.labels import LABELS
+
+from conftest import FerFixture, decoded, jpeg_bytes, synthetic_face
 
 FORMS = ("zip", "folders", "csv")
 
@@ -131,10 +132,9 @@ def test_failed_ingest_writes_nothing_and_success_writes_everything(fer_fixture,
 
 def test_atomic_path_leaves_no_file_when_the_writer_fails(tmp_path):
     target = tmp_path / "out.npy"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
 
 

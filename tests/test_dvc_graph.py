@@ -1,6 +1,7 @@
 """dvc.yaml tells the truth: every stage declares every project file it loads and every file it
-reads, and exactly the params it reads. Each stage runs for real on a tiny synthetic data set,
-under a trace (tests/stage_trace.py), and the trace is compared with dvc.yaml."""
+reads, every file it writes, and exactly the params it reads; every path its cmd passes is one of
+its deps or outs. Each stage runs for real, with the arguments of its dvc.yaml cmd, on a tiny
+synthetic data set under a trace (tests/stage_trace.py), and the trace is compared with dvc.yaml."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import sys
 
 import pytest
 import yaml
+
+from fer_pipeline.cli import cmd_paths, declared_paths
 
 from conftest import REPO
 
@@ -66,7 +69,17 @@ def stage_spec(dvc: dict, params: dict, stage: str) -> dict:
 
     return {"deps": [resolve(p) for p in _paths(s.get("deps"))],
             "outs": [resolve(p) for p in _paths(s.get("outs")) + _paths(s.get("metrics")) + _paths(s.get("plots"))],
-            "params": [str(p) for p in s.get("params", [])]}
+            "params": [str(p) for p in s.get("params", [])],
+            "args": {k: os.path.normpath(v) for k, v in cmd_paths(s["cmd"]).items()}}
+
+
+def _written(path: str) -> str:
+    """The file a write ends up in: fsutil.atomic_path writes ``.<name>.<random>.tmp<suffix>`` and
+    renames it onto ``<name>`` in the same folder."""
+    folder, base = os.path.split(path)
+    if base.startswith(".") and ".tmp" in base:
+        base = base[1:].rsplit(".tmp", 1)[0].rsplit(".", 1)[0]
+    return os.path.join(folder, base)
 
 
 def _under(path: str, roots: list[str]) -> bool:
@@ -90,6 +103,13 @@ def problems(dvc: dict, params: dict, traces: dict[str, dict]) -> list[str]:
         for dep in deps:
             if dep.endswith(".py") and dep not in trace["modules"]:
                 found.append(f"{stage}: names {dep} in deps but never loads it")
+        for written in sorted({_written(w) for w in trace["writes"]}):
+            if not _under(written, outs):
+                found.append(f"{stage}: writes {written}, which its outs do not name")
+        for name, path in spec["args"].items():
+            # a path the cmd passes is a dep or an out, or the folder that holds some of them
+            if not (_under(path, deps + outs) or any(_under(p, [path]) for p in deps + outs)):
+                found.append(f"{stage}: its cmd passes {name}={path}, which neither its deps nor its outs name")
         if sorted(spec["params"]) != sorted(trace["params"]):
             found.append(f"{stage}: reads params {sorted(trace['params'])}, dvc.yaml declares {sorted(spec['params'])}")
     return found
@@ -113,7 +133,8 @@ def traced(fer_fixture, tmp_path_factory):
     traces = {}
     for stage in STAGES:
         out = work / f"{stage}.json"
-        r = subprocess.run([sys.executable, str(REPO / "tests/stage_trace.py"), stage, str(out)], cwd=repo,
+        args = [f"{k}={v}" for k, v in declared_paths(stage, REPO / "dvc.yaml").items()]
+        r = subprocess.run([sys.executable, str(REPO / "tests/stage_trace.py"), stage, str(out), *args], cwd=repo,
                            env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, f"stage {stage} failed:\n{r.stderr[-3000:]}"
         traces[stage] = json.loads(out.read_text())
@@ -139,7 +160,9 @@ def test_the_trace_sees_the_core_of_every_stage(traced):
 @pytest.mark.parametrize("stage,dep,expect", [
     ("train", "src/fer_pipeline/plots.py", "train: loads src/fer_pipeline/plots.py"),
     ("evaluate", "reports/preprocess.json", "evaluate: reads reports/preprocess.json"),
-    ("export", "src/fer_pipeline/predict.py", "export: loads src/fer_pipeline/predict.py"),
+    ("export", "src/fer_pipeline/predictor.py", "export: loads src/fer_pipeline/predictor.py"),
+    ("evaluate", "src/fer_pipeline/templates/model_card.md.j2",
+     "evaluate: reads src/fer_pipeline/templates/model_card.md.j2"),
 ])
 def test_removing_one_dep_is_caught_by_name(traced, stage, dep, expect):
     dvc = copy.deepcopy(traced["dvc"])
@@ -162,3 +185,20 @@ def test_a_dep_that_is_never_loaded_is_caught(traced):
     dvc["stages"]["ingest"]["deps"].append("src/fer_pipeline/serve.py")
     found = problems(dvc, traced["params"], traced["traces"])
     assert "ingest: names src/fer_pipeline/serve.py in deps but never loads it" in found
+
+
+def test_an_output_that_is_not_declared_is_caught(traced):
+    dvc = copy.deepcopy(traced["dvc"])
+    outs = dvc["stages"]["evaluate"]["outs"]
+    outs[:] = [o for o in outs if "reports/model_card.md" not in (o if isinstance(o, str) else next(iter(o)))]
+    found = problems(dvc, traced["params"], traced["traces"])
+    assert "evaluate: writes reports/model_card.md, which its outs do not name" in found
+    assert ("evaluate: its cmd passes model_card_md=reports/model_card.md, which neither its deps nor "
+            "its outs name") in found
+
+
+def test_the_trace_sees_what_stages_write(traced):
+    t = traced["traces"]
+    written = {stage: {_written(w) for w in t[stage]["writes"]} for stage in t}
+    assert "models/model.keras" in written["train"] and "reports/metrics.json" in written["evaluate"]
+    assert "reports/validation.html" in written["validate"] and "models/model.tflite" in written["export"]

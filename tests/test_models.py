@@ -21,13 +21,13 @@ def test_builders_take_raw_pixels_and_output_seven_probabilities(name):
 
 def test_vgg16_has_the_seed_layer_structure():
     model = build_model("vgg16", 48, **repo_params()["train"]["model"]["vgg16"])
-    convs = [l for l in model.layers if l.__class__.__name__ == "Conv2D"]
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     assert [c.filters for c in convs] == [64] * 2 + [128] * 2 + [256] * 3 + [512] * 3 + [512] * 3
     assert all(c.kernel_size == (3, 3) for c in convs)
-    pools = [l.name for l in model.layers if l.__class__.__name__ == "MaxPooling2D"]
+    pools = [layer.name for layer in model.layers if layer.__class__.__name__ == "MaxPooling2D"]
     assert pools == ["block1_pool", "block2_pool", "block3_pool", "block4_pool"]
-    assert any(l.__class__.__name__ == "GlobalAveragePooling2D" for l in model.layers)
-    dense = [l for l in model.layers if l.__class__.__name__ == "Dense"]
+    assert any(layer.__class__.__name__ == "GlobalAveragePooling2D" for layer in model.layers)
+    dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
     assert [d.units for d in dense] == [4096, 7]
     assert model.count_params() == pytest.approx(16.8e6, rel=0.02)
 

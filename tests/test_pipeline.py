@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REAL_ARCHIVE, REPO
 from fer_pipeline.data import ingest
 from fer_pipeline.params import STAGE_PARAMS
 from fer_pipeline.validation import validate
-from helpers import repo_params
+
+from conftest import REAL_ARCHIVE, REPO
+from helpers import repo_params, stage_cmd
 
 ARCHIVE = REPO / "data/raw/fer2013.zip" if (REPO / "data/raw/fer2013.zip").exists() else REAL_ARCHIVE
 needs_archive = pytest.mark.skipif(
@@ -65,13 +66,29 @@ def test_a_bad_parameter_stops_a_stage_before_any_work_with_one_line(tmp_path, e
     edit(raw)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     # train, although the mistake may sit in another stage's section: the whole file is checked.
-    r = subprocess.run([sys.executable, str(REPO / "pipeline/train.py")], cwd=tmp_path, capture_output=True,
-                       text=True)
+    r = subprocess.run(stage_cmd("train"), cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1
     lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith(("I0000", "WARNING"))]
     assert len(lines) == 1 and lines[0].startswith(message), r.stderr
     assert "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no output touched
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "error: pipeline/export.py: missing model=PATH data=PATH tflite=PATH report=PATH (dvc.yaml's cmd gives "
+         "them: run `dvc repro export`)"),
+    (["model=m.keras", "data=d", "tflite=t.tflite"], "error: pipeline/export.py: missing report=PATH"),
+    (["model=m.keras", "data=d", "tflite=t.tflite", "report=r.json", "modle=x"],
+     "error: pipeline/export.py: unknown argument modle; it takes model=PATH data=PATH tflite=PATH report=PATH"),
+])
+def test_a_stage_takes_exactly_the_paths_its_dvc_yaml_cmd_gives(tmp_path, args, message):
+    (tmp_path / "params.yaml").write_text(full_params())
+    r = subprocess.run([sys.executable, str(REPO / "pipeline/export.py"), *args], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith(("I0000", "WARNING"))]
+    assert len(lines) == 1 and lines[0].startswith(message), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
 def test_stage_scripts_import_the_package_of_their_own_copy(tmp_path):
@@ -96,7 +113,7 @@ def test_validate_stage_exits_non_zero_with_one_line_on_hard_failure(fer_fixture
     run_ingest(str(fer_fixture.zip), str(work / "data/interim"), str(work / "reports/ingest.json"), workers=1)
     bad = {**tiny_validate_cfg, "class_share_range": [0.5, 0.6]}
     (work / "params.yaml").write_text(full_params(validate=bad))
-    r = subprocess.run([sys.executable, str(REPO / "pipeline/validate.py")], cwd=work, capture_output=True, text=True)
+    r = subprocess.run(stage_cmd("validate"), cwd=work, capture_output=True, text=True)
     assert r.returncode == 1
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: validation failed:")
@@ -106,7 +123,7 @@ def test_validate_stage_exits_non_zero_with_one_line_on_hard_failure(fer_fixture
 def test_ingest_stage_reports_a_missing_archive_in_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text(full_params(
         ingest={"input": "data/raw/fer2013.zip", "max_per_class": 0, "seed": 0, "workers": 1}))
-    r = subprocess.run([sys.executable, str(REPO / "pipeline/ingest.py")], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(stage_cmd("ingest"), cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.strip().startswith("error: input not found: data/raw/fer2013.zip; get it with `dvc pull`")
     assert "Traceback" not in r.stderr and not (tmp_path / "data/interim").exists()
@@ -124,8 +141,7 @@ def test_ingest_and_preprocess_twice_give_identical_bytes(fer_fixture, tmp_path,
             ingest={"input": str(fer_fixture.zip), "max_per_class": 0, "seed": 0, "workers": 1},
             validate=tiny_validate_cfg))
         for stage in ("ingest", "validate", "preprocess"):
-            subprocess.run([sys.executable, str(REPO / f"pipeline/{stage}.py")], cwd=work, check=True,
-                           capture_output=True)
+            subprocess.run(stage_cmd(stage), cwd=work, check=True, capture_output=True)
         files = sorted(p for d in ("data", "reports") for p in (work / d).rglob("*") if p.is_file())
         hashes.append({str(p.relative_to(work)): p.read_bytes() for p in files})
     assert set(hashes[0]) >= {"data/processed/train.npz", "data/interim/manifest.parquet", "reports/preprocess.json"}

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from conftest import FerFixture, jpeg_bytes
 from fer_pipeline.data import ingest
 from fer_pipeline.fsutil import load_split
 from fer_pipeline.preprocess import class_weights, clean, run_preprocess
+
+from conftest import FerFixture, jpeg_bytes
 
 OFF = {"drop_cross_split_duplicates": False, "drop_train_duplicates": False, "drop_near_blank": False,
        "near_blank_std": 3.0, "class_weights": "none"}

@@ -170,8 +170,8 @@ def test_mlflow_models_serve_returns_seven_probabilities(tmp_path):
     import mlflow
 
     from fer_pipeline import tracking
-    from fer_pipeline.evaluation import register_and_decide
     from fer_pipeline.models import build_model
+    from fer_pipeline.registry import register_and_decide
     from fer_pipeline.tracking import log_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -3,10 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from conftest import FerFixture, jpeg_bytes
 from fer_pipeline.data import ingest
 from fer_pipeline.errors import ValidationFailed
 from fer_pipeline.validation import run_validate, validate
+
+from conftest import FerFixture, jpeg_bytes
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,20 @@ def test_out_of_bounds_counts_fail_with_a_one_line_summary_and_still_write_repor
     assert "split" in msg and "test" in msg and "3500" in msg
     metrics = json.loads(paths[0].read_text())
     assert metrics["success"] is False and metrics["failed"] == 1
-    assert "FAILED" in paths[2].read_text()
+    page = paths[2].read_text()
+    assert "<h1>FER2013 data validation: FAILED</h1>" in page
+    assert page.count("<tr class=bad>") == 1 and "<td>FAIL</td>" in page
+
+
+def test_the_validation_page_escapes_what_it_shows(tiny, tiny_validate_cfg):
+    from fer_pipeline.validation import render_html
+
+    img, man, rep = tiny
+    s = validate(img, man, tiny_validate_cfg, rep)
+    s["soft"]["near_blank"]["examples"] = ["train/<script>alert(1)</script>.jpg"]
+    page = render_html(s)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in page
+    assert f"<td>val</td><td>{s['counts']['val']['total']:,}</td>" in page
 
 
 def test_labels_outside_the_canonical_set_and_bad_shapes_fail(tiny, tiny_validate_cfg):

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REAL_ARCHIVE, REPO
 from fer_pipeline.workflow import SMOKE_OVERRIDES, apply_overrides, overrides_as_args, parse_overrides
+
+from conftest import REAL_ARCHIVE, REPO
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 needs_data = pytest.mark.skipif(

@@ -16,10 +16,10 @@ import hashlib
 import io
 import os
 import zipfile
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -330,9 +330,8 @@ def ingest(path: str | os.PathLike, max_per_class: int = 0, seed: int = 0, worke
 
 def save_arrays(images: np.ndarray, manifest: pd.DataFrame, out_dir: str | os.PathLike) -> None:
     out = Path(out_dir)
-    with atomic_path(out / "images.npy") as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, images)
+    with atomic_path(out / "images.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, images)
     with atomic_path(out / "manifest.parquet") as tmp:
         manifest.to_parquet(tmp, index=False)
 
@@ -361,11 +360,6 @@ def run_ingest(input_path: str, out_dir: str, report_path: str, max_per_class: i
     summary = {"images": int(len(images)), "counts": split_counts(manifest), **report.summary()}
     write_json(report_path, summary)
     return summary
-
-
-def iter_split(images: np.ndarray, manifest: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray]:
-    idx = manifest.index[manifest["split"] == split].to_numpy()
-    return images[idx], manifest.loc[idx, "label"].to_numpy(np.int64)
 
 
 __all__: Iterable[str] = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,42 +11,41 @@ from .errors import FerError
 from .fsutil import atomic_path
 
 
-def to_tflite(model, quantize: str) -> bytes:
-    """Convert a Keras model: ``float16`` weights or ``dynamic`` (int8 weights, float compute)."""
+def write_tflite(model, path: str, quantize: str) -> None:
+    """Keras 3's own LiteRT export: ``float16`` weights, ``dynamic`` (int8 weights, float compute) or
+    ``none``. Only LiteRT's built-in ops are allowed (no TensorFlow "flex" ops), so the file runs on
+    the plain LiteRT runtime."""
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory() as d:
-        model.export(d, format="tf_saved_model", verbose=False)
-        conv = tf.lite.TFLiteConverter.from_saved_model(d)
-        if quantize == "float16":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.target_spec.supported_types = [tf.float16]
-        elif quantize == "dynamic":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantize != "none":
-            raise FerError(f"unknown quantize {quantize!r}; use float16, dynamic or none")
-        return conv.convert()
+    opts: dict = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    if quantize == "float16":
+        opts = {"optimizations": [tf.lite.Optimize.DEFAULT],
+                "target_spec": {**opts["target_spec"], "supported_types": [tf.float16]}}
+    elif quantize == "dynamic":
+        opts["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    elif quantize != "none":
+        raise FerError(f"unknown quantize {quantize!r}; use float16, dynamic or none")
+    with atomic_path(path) as tmp:  # the temp name ends in .tflite, as the exporter requires
+        model.export(str(tmp), format="litert", verbose=False, **opts)
 
 
 def run_export(model_path: str, out_path: str, data_dir: str, quantize: str, max_drop: float) -> dict:
     import keras
 
     from .fsutil import load_split
-    from .predict import keras_predictor, load_predictor
+    from .predictor import keras_predictor, load_predictor
 
     if not Path(model_path).exists():
         raise FerError(f"{model_path} not found: run the train stage first (`dvc repro train`)")
     model = keras.models.load_model(model_path)
-    blob = to_tflite(model, quantize)
-    with atomic_path(out_path) as tmp:
-        tmp.write_bytes(blob)
+    write_tflite(model, out_path, quantize)
     x, y = load_split(data_dir, "test")
     keras_acc = float(np.mean(keras_predictor(model, model_path)(x).argmax(1) == y))
     tfl = load_predictor(out_path)
     tfl_acc = float(np.mean(tfl(x).argmax(1) == y))
     report = {
         "quantize": quantize,
-        "tflite_bytes": len(blob),
+        "tflite_bytes": os.path.getsize(out_path),
         "keras_bytes": os.path.getsize(model_path),
         "test_accuracy_keras": round(keras_acc, 4),
         "test_accuracy_tflite": round(tfl_acc, 4),

@@ -6,9 +6,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
-
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -63,17 +63,3 @@ def load_split(data_dir: str | os.PathLike, split: str):
         raise DataError(f"{path} not found: run the preprocess stage first (`dvc repro preprocess`)")
     with np.load(path) as z:
         return z["x"], z["y"]
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists become comma-joined strings."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        elif isinstance(value, (list, tuple)):
-            out[name] = ",".join(str(v) for v in value)
-        else:
-            out[name] = value
-    return out

@@ -8,7 +8,7 @@ crop-sized input and crops a full face, so a saved model still takes 48x48 faces
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import layers

@@ -1,4 +1,7 @@
-"""Figures: training curves, confusion matrices, face grids, per-class F1. All saved atomically."""
+"""Figures: training curves, confusion matrices, face grids, per-class F1.
+
+Each builder returns a matplotlib figure; ``publish`` saves it atomically (a DVC output) and, when
+an MLflow run is active, logs it to the run with ``mlflow.log_figure`` under ``figures/``."""
 
 from __future__ import annotations
 
@@ -12,13 +15,23 @@ from .fsutil import atomic_path  # noqa: E402
 from .labels import LABELS  # noqa: E402
 
 
-def save(fig, path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
-    plt.close(fig)
+def publish(fig, path) -> None:
+    """Save ``fig`` to ``path`` (atomically) and log it to the active MLflow run, if any, as
+    ``figures/<file name>``; the figure is closed."""
+    from pathlib import Path
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.log_figure(fig, f"figures/{Path(path).name}", save_kwargs={"dpi": 90, "bbox_inches": "tight"})
+    finally:
+        plt.close(fig)
 
 
-def curves(history: dict[str, list[float]], path) -> None:
+def curves(history: dict[str, list[float]]):
     """Loss and accuracy per epoch, train vs val."""
     epochs = np.arange(1, len(history["loss"]) + 1)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -31,10 +44,10 @@ def curves(history: dict[str, list[float]], path) -> None:
         best = int(np.argmax(history["val_accuracy"]))
         axes[1].axvline(best + 1, color="gray", ls=":", label="best val")
         axes[1].annotate(f"{history['val_accuracy'][best]:.3f}", (best + 1, history["val_accuracy"][best]))
-    save(fig, path)
+    return fig
 
 
-def image_rows(columns: list[np.ndarray], titles: list[str], path, title: str) -> None:
+def image_rows(columns: list[np.ndarray], titles: list[str], title: str):
     """A grid of 0-255 images (n, h, w, 1): one column per array, one row per image."""
     n = len(columns[0])
     fig, axes = plt.subplots(n, len(columns), figsize=(1.4 * len(columns), 1.4 * n))
@@ -47,10 +60,10 @@ def image_rows(columns: list[np.ndarray], titles: list[str], path, title: str) -
             if r == 0:
                 ax.set_title(head, fontsize=8)
     fig.suptitle(title, fontsize=10)
-    save(fig, path)
+    return fig
 
 
-def confusion(cm: np.ndarray, path, title: str) -> None:
+def confusion(cm: np.ndarray, title: str):
     """Counts (left) and row-normalised (right); rows = true label, columns = predicted."""
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
@@ -64,11 +77,11 @@ def confusion(cm: np.ndarray, path, title: str) -> None:
             for j in range(mat.shape[1]):
                 ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=8,
                         color="white" if mat[i, j] > hi / 2 else "black")
-    save(fig, path)
+    return fig
 
 
-def face_grid(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, path,
-              title: str, cols: int = 8) -> None:
+def face_grid(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, title: str,
+              cols: int = 8):
     n = len(x)
     rows = max(1, int(np.ceil(n / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.0 * rows))
@@ -81,10 +94,10 @@ def face_grid(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, probs: np.n
         ax.set_title(f"T:{LABELS[y_true[k]]}\nP:{LABELS[y_pred[k]]} {probs[k]:.2f}", fontsize=7,
                      color="green" if ok else "red")
     fig.suptitle(title)
-    save(fig, path)
+    return fig
 
 
-def f1_bars(f1: dict[str, float], path, title: str) -> None:
+def f1_bars(f1: dict[str, float], title: str):
     fig, ax = plt.subplots(figsize=(7, 3.5))
     names = list(f1)
     ax.bar(names, [f1[n] for n in names], color="tab:blue")
@@ -92,4 +105,4 @@ def f1_bars(f1: dict[str, float], path, title: str) -> None:
         ax.text(i, f1[n] + 0.01, f"{f1[n]:.2f}", ha="center", fontsize=8)
     ax.set_ylim(0, 1), ax.set_ylabel("F1"), ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
-    save(fig, path)
+    return fig

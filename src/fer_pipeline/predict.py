@@ -1,26 +1,28 @@
-"""Emotions on real photos: detect faces, crop them like FER2013 (48x48 gray), classify in batches.
+"""Emotions on real photos: decode, detect faces, crop them like FER2013 (48x48 gray), classify in
+batches; the ``fer predict`` command.
 
-The model can be a ``.keras`` file, a ``.tflite`` file or an MLflow model URI
-(``models:/fer-emotion@champion``, ``runs:/<id>/model``). Face detection sits behind the small
-``FaceDetector`` protocol; OpenCV's bundled Haar frontal-face cascade is the default.
+Face detection sits behind the small ``FaceDetector`` protocol; OpenCV's bundled Haar frontal-face
+cascade is the default. Models are loaded by ``fer_pipeline.predictor`` (Keras, LiteRT, MLflow).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from .errors import FerError
 from .labels import LABELS
+from .predictor import Predictor, load_predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
-DEFAULT_MODEL_FILE = "models/model.keras"
 DETECT_MAX_SIDE = 1024  # large photos are searched at this size; boxes are mapped back
 
 
@@ -107,103 +109,6 @@ def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 
     face = gray[y0:y1, x0:x1]
     interp = cv2.INTER_AREA if face.shape[0] > 48 else cv2.INTER_LINEAR
     return cv2.resize(face, (48, 48), interpolation=interp)
-
-
-# --------------------------------------------------------------------------------------------
-# Models
-
-
-class Predictor:
-    """Batched probabilities for (n, 48, 48, 1) raw 0-255 faces from any supported model form.
-    ``info``: what answers (spec, source, and for a registry model its name, version and alias)."""
-
-    def __init__(self, spec: str, source: str, fn, info: dict | None = None):
-        self.spec, self.source, self._fn = spec, source, fn
-        self.info = {"spec": spec, "source": source, **(info or {})}
-
-    def __call__(self, faces: np.ndarray) -> np.ndarray:
-        if len(faces) == 0:
-            return np.zeros((0, len(LABELS)), np.float32)
-        return np.asarray(self._fn(faces.astype(np.float32).reshape(-1, 48, 48, 1)), np.float32)
-
-
-def _tflite_fn(path: str):
-    import tensorflow as tf
-
-    interp = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count())
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    state = {"n": None}
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if state["n"] != len(x):
-            interp.resize_tensor_input(inp["index"], list(x.shape))
-            interp.allocate_tensors()
-            state["n"] = len(x)
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
-        return interp.get_tensor(out["index"]).copy()
-
-    return run
-
-
-def keras_predictor(model, spec: str) -> "Predictor":
-    """A Predictor around an already loaded Keras model."""
-    return Predictor(spec, "keras", _keras_fn(model))
-
-
-def _keras_fn(model):
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def infer(x):
-        return model(x, training=False)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([infer(tf.constant(x[i:i + 512])).numpy() for i in range(0, len(x), 512)])
-
-    return run
-
-
-def load_predictor(spec: str | None = None, registered_model: str = "fer-emotion") -> Predictor:
-    """``spec``: a .keras / .tflite path or an MLflow URI. None: the registry champion, else the
-    pipeline's model file; a message on stderr says which was used."""
-    if spec is None:
-        try:
-            pred = load_predictor(f"models:/{registered_model}@champion")
-            print(f"model: {pred.spec} (registry champion)", file=sys.stderr)
-            return pred
-        except FerError:
-            if Path(DEFAULT_MODEL_FILE).exists():
-                print(f"model: no registered champion; using {DEFAULT_MODEL_FILE}", file=sys.stderr)
-                return load_predictor(DEFAULT_MODEL_FILE)
-            raise FerError(f"no model: no '{registered_model}@champion' in the MLflow registry and no "
-                           f"{DEFAULT_MODEL_FILE}; train one with `./run.sh` (or `dvc repro`), or pass --model") from None
-    if spec.startswith(("models:/", "runs:/")):
-        import mlflow
-
-        from .tracking import tracking_uri
-
-        mlflow.set_tracking_uri(tracking_uri())
-        mlflow.set_registry_uri(tracking_uri())
-        try:
-            model = mlflow.keras.load_model(spec)
-        except Exception as exc:  # MLflow raises several types for a missing model/alias
-            raise FerError(f"cannot load MLflow model {spec} from {tracking_uri()}: "
-                           f"{str(exc).splitlines()[0]}") from None
-        info = {}
-        if spec.startswith("models:/") and "@" in spec:
-            name, alias = spec[len("models:/"):].split("@", 1)
-            version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
-            info = {"name": name, "alias": alias, "version": str(version)}
-        return Predictor(spec, "mlflow", _keras_fn(model), info)
-    path = Path(spec)
-    if not path.exists():
-        raise FerError(f"model file {spec} not found; train one with `./run.sh` (or `dvc repro`)")
-    if path.suffix == ".tflite":
-        return Predictor(spec, "tflite", _tflite_fn(str(path)))
-    import keras
-
-    return keras_predictor(keras.models.load_model(path), spec)
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,9 +201,8 @@ def run_predict(inputs: list[str], model: str | None, output: str | None, annota
         raise FerError("no input images found")
     predictor = load_predictor(model)
     detector = HaarFaceDetector()
-    out = open(output, "w") if output else sys.stdout
     read_ok = 0
-    try:
+    with (open(output, "w") if output else contextlib.nullcontext(sys.stdout)) as out:
         bar = tqdm(total=len(files), desc="photos", unit="img", disable=not had_folder, file=sys.stderr)
         for i in range(0, len(files), batch_images):
             chunk = []
@@ -317,9 +221,6 @@ def run_predict(inputs: list[str], model: str | None, output: str | None, annota
                     annotate(res.file, res, annotate_dir)
             bar.update(len(files[i:i + batch_images]))
         bar.close()
-    finally:
-        if output:
-            out.close()
     if not read_ok:
         print("error: none of the inputs could be read as an image", file=sys.stderr)
         return 1

@@ -55,9 +55,8 @@ def save_splits(images: np.ndarray, manifest: pd.DataFrame, out_dir: str | os.Pa
     for split in SPLITS:
         sub = manifest[manifest["split"] == split]
         idx = sub["row_id"].to_numpy()
-        with atomic_path(Path(out_dir) / f"{split}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, x=images[idx][..., None], y=sub["label"].to_numpy(np.int64), row_id=idx)
+        with atomic_path(Path(out_dir) / f"{split}.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, x=images[idx][..., None], y=sub["label"].to_numpy(np.int64), row_id=idx)
         sizes[split] = int(len(sub))
     return sizes
 

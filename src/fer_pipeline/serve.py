@@ -26,7 +26,8 @@ from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from .predict import FaceDetector, HaarFaceDetector, ImageTooLarge, Predictor, analyse, decode_image
+from .predict import FaceDetector, HaarFaceDetector, ImageTooLarge, analyse, decode_image
+from .predictor import Predictor
 
 WEB = Path(__file__).parent / "web"
 
@@ -106,7 +107,7 @@ def add_parser(sub) -> None:
     def func(args):
         import uvicorn
 
-        from .predict import load_predictor
+        from .predictor import load_predictor
 
         limits = Limits(args.max_bytes, args.max_pixels, args.max_photos, args.max_faces)
         uvicorn.run(create_app(load_predictor(args.model), limits=limits), host=args.host, port=args.port,

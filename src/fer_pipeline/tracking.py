@@ -12,15 +12,6 @@ from .labels import LABELS
 DEFAULT_DB = "mlflow.db"
 
 
-def repo_root(start: str | os.PathLike = ".") -> Path:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True,
-                             text=True, check=True)
-        return Path(out.stdout.strip())
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return Path(start).resolve()
-
-
 def main_workspace(root: str | os.PathLike = ".") -> Path:
     """The user's repository, also when DVC runs a queued experiment in ``.dvc/tmp/exps/...``."""
     root = Path(root).resolve()
@@ -94,6 +85,20 @@ def git_info(root: str | os.PathLike = ".") -> dict[str, str]:
     if changed:
         info["git_dirty_files"] = ", ".join(changed)[:500]
     return info
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested params as MLflow param names: {'a': {'b': 1}} -> {'a.b': 1}; lists comma-joined."""
+    out: dict = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = ",".join(str(v) for v in value)
+        else:
+            out[name] = value
+    return out
 
 
 def ci_tags() -> dict[str, str]:

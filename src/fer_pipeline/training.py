@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from .augment import AugmentConfig, augment_batch, mixup
-from .fsutil import atomic_path, flatten, write_json
+from .fsutil import atomic_path, write_json
 from .labels import NUM_CLASSES
 
 
@@ -42,7 +43,6 @@ class TrainResult:
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
-    import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
@@ -96,8 +96,6 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
 def make_optimizer(cfg: dict, steps_per_epoch: int, epochs: int):
     """Optimizer and schedule from the ``train`` section; ``ema`` > 0 keeps an exponential moving
     average of the weights (Keras's ``use_ema``), which validation and the saved model use."""
-    import keras
-
     total = max(steps_per_epoch * epochs, 1)
     warmup = int(steps_per_epoch * cfg["warmup_epochs"])
     lr = float(cfg["learning_rate"])
@@ -124,65 +122,53 @@ def make_optimizer(cfg: dict, steps_per_epoch: int, epochs: int):
     raise ValueError(f"unknown optimizer {name!r}; use adamw, adam or sgd")
 
 
-def _callbacks(patience: int, mlflow_logging: bool, epochs: int, ema: bool):
-    import keras
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch; the learning rate and the epoch's wall time into the epoch's logs (so
+    History, MLflow and the reports get them); the time spent in training steps apart from
+    validation (``step_seconds``), which no Keras callback measures."""
 
-    class BestWeights(keras.callbacks.Callback):
-        """Keep the weights of the best val-accuracy epoch in memory; restore them at the end."""
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs, self.step_seconds, self.t0, self.t_val = epochs, 0.0, 0.0, None
 
-        def __init__(self):
-            super().__init__()
-            self.best, self.best_epoch, self.weights = -math.inf, -1, None
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0, self.t_val = time.perf_counter(), None
 
-        def on_epoch_end(self, epoch, logs=None):
-            acc = (logs or {}).get("val_accuracy", -math.inf)
-            if acc > self.best:
-                self.best, self.best_epoch, self.weights = acc, epoch, self.model.get_weights()
+    def on_test_begin(self, logs=None):
+        if self.t_val is None:  # the epoch's validation starts: its training steps are done
+            self.t_val = time.perf_counter()
+            self.step_seconds += self.t_val - self.t0
 
-        def on_train_end(self, logs=None):
-            if self.weights is not None:
-                self.model.set_weights(self.weights)
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        now = time.perf_counter()
+        if self.t_val is None:
+            self.step_seconds += now - self.t0
+        lr = self.model.optimizer.learning_rate
+        logs["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+        logs["epoch_seconds"] = now - self.t0
+        print(f"epoch {epoch + 1:3d}/{self.epochs}  loss {logs['loss']:.4f}  acc {logs['accuracy']:.4f}  "
+              f"val_loss {logs.get('val_loss', float('nan')):.4f}  "
+              f"val_acc {logs.get('val_accuracy', float('nan')):.4f}  "
+              f"lr {logs['learning_rate']:.2e}  {logs['epoch_seconds']:.0f}s", flush=True)
 
-    class EpochLog(keras.callbacks.Callback):
-        """One line per epoch; learning rate into the logs; metrics to MLflow when a run is active.
-        Times each epoch's training steps apart from its validation."""
 
-        def __init__(self):
-            super().__init__()
-            self.step_seconds = 0.0
-            self.t_val = None
+def callbacks(patience: int, epochs: int, ema: bool, mlflow_logging: bool):
+    """``(callbacks, best, log)``. ``best`` is Keras's ``EarlyStopping`` on val accuracy with
+    ``restore_best_weights``, which restores the best epoch's weights at the end whether or not it
+    stopped early (``patience`` 0 = never stop). Per-epoch metrics go to MLflow through
+    ``mlflow.keras.MlflowCallback`` (step = epoch index, from 0)."""
+    log = EpochLog(epochs)
+    best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", restore_best_weights=True,
+                                         patience=patience or epochs)
+    # With EMA, validation and the best-epoch snapshot see the averaged weights: SwapEMAWeights puts
+    # them in the model at each epoch's end, before EarlyStopping reads them (order matters).
+    cbs = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
+    cbs += [log, best]  # log first: the others see learning_rate and epoch_seconds in the logs
+    if mlflow_logging:
+        import mlflow
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0, self.t_val = time.perf_counter(), None
-
-        def on_test_begin(self, logs=None):
-            if self.t_val is None:  # the epoch's validation starts: its training steps are done
-                self.t_val = time.perf_counter()
-                self.step_seconds += self.t_val - self.t0
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs if logs is not None else {}
-            now = time.perf_counter()
-            if self.t_val is None:
-                self.step_seconds += now - self.t0
-            lr = self.model.optimizer.learning_rate
-            logs["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
-            logs["epoch_seconds"] = now - self.t0
-            print(f"epoch {epoch + 1:3d}/{epochs}  loss {logs['loss']:.4f}  acc {logs['accuracy']:.4f}  "
-                  f"val_loss {logs.get('val_loss', float('nan')):.4f}  "
-                  f"val_acc {logs.get('val_accuracy', float('nan')):.4f}  "
-                  f"lr {logs['learning_rate']:.2e}  {logs['epoch_seconds']:.0f}s", flush=True)
-            if mlflow_logging:
-                import mlflow
-
-                mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch + 1)
-
-    best, log = BestWeights(), EpochLog()
-    # With EMA, validation and the best-epoch snapshot see the averaged weights: Keras's
-    # SwapEMAWeights puts them in the model at each epoch's end, before BestWeights reads them.
-    cbs = ([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []) + [log, best]
-    if patience:
-        cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience))
+        cbs.append(mlflow.keras.MlflowCallback())
     return cbs, best, log
 
 
@@ -204,8 +190,6 @@ def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.
     train_ds = make_dataset(x, y, batch, True, aug, weights, int(cfg["seed"]))
     val_ds = make_dataset(*val_xy, batch_size=256, training=False)
 
-    import keras
-
     with strategy.scope():
         name = cfg["model"]["name"]
         model = build_model(name, int(cfg["crop_size"]), **cfg["model"][name])
@@ -213,12 +197,12 @@ def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.
             optimizer=make_optimizer(cfg, steps, epochs),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg["label_smoothing"])),
             metrics=["accuracy"], jit_compile=False)
-    callbacks, best, log = _callbacks(int(cfg["patience"]), mlflow_logging, epochs, bool(cfg["ema"]))
+    cbs, best, log = callbacks(int(cfg["patience"]), epochs, bool(cfg["ema"]), mlflow_logging)
     print(f"training {name} ({model.count_params():,} params) on {len(x):,} images, "
           f"{epochs} epochs x {steps} steps of {batch}", flush=True)
     t0 = time.time()
     hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
-                     callbacks=callbacks, shuffle=False, verbose=0)
+                     callbacks=cbs, shuffle=False, verbose=0)
     seconds = time.time() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     ran = len(history["loss"])
@@ -231,23 +215,24 @@ def history_rows(history: dict[str, list[float]]) -> list[dict]:
     return [{"epoch": i + 1, **{k: round(history[k][i], 6) for k in keys}} for i in range(len(history["loss"]))]
 
 
-def augmentation_preview(x: np.ndarray, aug: AugmentConfig, path: str, n: int = 8, seed: int = 0) -> None:
-    """A grid: each row one training face, then five versions as the training pipeline makes them."""
+def augmentation_preview(x: np.ndarray, aug: AugmentConfig, n: int = 8, seed: int = 0):
+    """A figure: each row one training face, then five versions as the training pipeline makes them."""
     import tensorflow as tf
 
-    from .augment import augment_batch
     from .plots import image_rows
 
     rng = np.random.default_rng(seed)
     faces = x[rng.choice(len(x), size=min(n, len(x)), replace=False)].astype(np.float32)
     versions = [augment_batch(tf.constant(faces), aug, tf.constant([seed, v], tf.int64)).numpy()
                 for v in range(1, 6)]
-    image_rows([faces, *versions], ["original"] + [f"aug {v}" for v in range(1, 6)], path,
-               "Training augmentation preview")
+    return image_rows([faces, *versions], ["original"] + [f"aug {v}" for v in range(1, 6)],
+                      "Training augmentation preview")
 
 
-def run_train(data_dir: str, params: dict, out: dict[str, str], root: str = ".") -> dict:
-    """The train stage: fit, save the model and reports, log everything to a new MLflow run."""
+def run_train(params: dict, *, data: str, preprocess_report: str, model: str, run_info: str, metrics: str,
+              history: str, curves: str, preview: str, root: str = ".") -> dict:
+    """The train stage: fit on ``data``/{train,val}.npz, save the model and reports, log everything
+    to a new MLflow run. The paths come from dvc.yaml's ``cmd``."""
     import mlflow
 
     from . import plots, tracking
@@ -255,33 +240,32 @@ def run_train(data_dir: str, params: dict, out: dict[str, str], root: str = ".")
 
     cfg = params["train"]
     strategy = get_strategy(cfg["distribute"])
-    train_xy, val_xy = load_split(data_dir, "train"), load_split(data_dir, "val")
-    prep = json.loads(Path(out["preprocess_report"]).read_text())  # class weights
+    train_xy, val_xy = load_split(data, "train"), load_split(data, "val")
+    prep = json.loads(Path(preprocess_report).read_text())  # class weights
     weights = list(prep["class_weights"].values())
     aug_params = params["preprocess"]["augment"]
     aug = AugmentConfig.from_params(aug_params, int(cfg["crop_size"]))
 
     tracking.setup(params["tracking"]["experiment"], root)
     with mlflow.start_run(run_name=tracking.run_name(root)) as run:
-        augmentation_preview(train_xy[0], aug, out["preview"])
+        plots.publish(augmentation_preview(train_xy[0], aug), preview)
         mlflow.set_tags({**tracking.git_info(root), "stage": "train", **tracking.ci_tags(),
-                         "data_md5": tracking.data_md5([Path(data_dir) / f"{s}.npz" for s in ("train", "val")]),
+                         "data_md5": tracking.data_md5([Path(data) / f"{s}.npz" for s in ("train", "val")]),
                          "dvc_exp": os.environ.get("DVC_EXP_NAME", "")})
-        mlflow.log_params(flatten({k: v for k, v in params.items() if k != "tracking"}))
+        mlflow.log_params(tracking.flatten({k: v for k, v in params.items() if k != "tracking"}))
         for split, (xs, ys) in (("train", train_xy), ("val", val_xy)):
             ds = mlflow.data.from_numpy(xs, targets=ys, name=f"fer2013-{split}")
             mlflow.log_input(ds, context="training" if split == "train" else "validation")
-        mlflow.log_artifact(out["preview"], "figures")
 
         result = train(train_xy, val_xy, cfg, aug_params, weights, mlflow_logging=True, strategy=strategy)
 
-        with atomic_path(out["model"]) as tmp:  # temp name ends in .keras, as Keras requires
+        with atomic_path(model) as tmp:  # temp name ends in .keras, as Keras requires
             result.model.save(tmp)
-        plots.curves(result.history, out["curves"])
+        plots.publish(plots.curves(result.history), curves)
         rows = history_rows(result.history)
-        write_json(out["history"], rows)
+        write_json(history, rows)
         compute_tflop = result.flops_per_image * result.images_seen / 1e12
-        metrics = {
+        summary = {
             "best_val_accuracy": round(result.best_val_accuracy, 4),
             "best_epoch": result.best_epoch,
             "epochs_run": len(rows),
@@ -293,18 +277,17 @@ def run_train(data_dir: str, params: dict, out: dict[str, str], root: str = ".")
             "train_compute_tflop": round(compute_tflop, 1),
             "train_images": int(len(train_xy[0])),
         }
-        write_json(out["metrics"], metrics)
+        write_json(metrics, summary)
         mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds,
-                            "epoch_seconds": result.epoch_seconds,
+                            "epoch_seconds_mean": result.epoch_seconds,  # per epoch: "epoch_seconds"
                             "train_images_per_second": result.images_per_second,
                             "train_gflop_per_image": result.flops_per_image / 1e9,
                             "train_compute_tflop": compute_tflop})
         mlflow.set_tags({"param_count": str(result.params), "train_seconds": f"{result.seconds:.1f}"})
-        mlflow.log_artifact(out["curves"], "figures")
-        mlflow.log_artifact(out["history"], "history")
+        mlflow.log_artifact(history, "history")
         tracking.log_model(result.model)
-        tracking.write_run_info(out["run_info"], run.info.run_id, run.info.experiment_id)
-    print(f"best val accuracy {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']}; "
-          f"{metrics['train_seconds']:.0f} s ({metrics['train_images_per_second']:.0f} images/s in training "
-          f"steps, {metrics['epoch_seconds']:.0f} s per epoch); MLflow run {run.info.run_id}")
-    return metrics
+        tracking.write_run_info(run_info, run.info.run_id, run.info.experiment_id)
+    print(f"best val accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}; "
+          f"{summary['train_seconds']:.0f} s ({summary['train_images_per_second']:.0f} images/s in training "
+          f"steps, {summary['epoch_seconds']:.0f} s per epoch); MLflow run {run.info.run_id}")
+    return summary

@@ -10,7 +10,6 @@ images that also occur in val or test (leakage), near-blank images.
 
 from __future__ import annotations
 
-import html
 import logging
 import os
 from dataclasses import dataclass
@@ -195,38 +194,13 @@ def failure_line(summary: dict) -> str:
 
 
 def render_html(summary: dict) -> str:
-    esc = html.escape
-    rows = "".join(
-        f"<tr class={'ok' if c['success'] else 'bad'}><td>{'PASS' if c['success'] else 'FAIL'}</td>"
-        f"<td>{esc(c['name'])}</td><td>{esc(c['detail'])}</td></tr>" for c in summary["checks"]
-    )
-    counts = summary["counts"]
-    head = "".join(f"<th>{esc(n)}</th>" for n in ("split", "total", *LABELS))
-    count_rows = "".join(
-        "<tr>" + f"<td>{s}</td>" + "".join(f"<td>{counts[s][k]:,}</td>" for k in ("total", *LABELS)) + "</tr>"
-        for s in SPLITS
-    )
-    soft = "".join(
-        f"<tr><td>{esc(k)}</td><td>{v['count']:,}</td><td>{esc(str(v.get('by_split', '')))}</td>"
-        f"<td>{esc(', '.join(v['examples']))}</td></tr>" for k, v in summary["soft"].items()
-    )
+    """The human-readable report (``templates/validation.html.j2``). GX Data Docs would need a file
+    context and show only the expectations, not the counts, soft findings and ingest skips."""
+    from .render import render
+
     ing = summary.get("ingest", {})
-    skipped = "".join(
-        f"<tr><td>{esc(k)}</td><td>{v['count']}</td><td>{esc(', '.join(v['examples']))}</td></tr>"
-        for k, v in {**ing.get("skipped", {}), **ing.get("converted", {})}.items()
-    ) or "<tr><td colspan=3>none</td></tr>"
-    status = "PASSED" if summary["success"] else "FAILED"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>FER2013 validation</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin-bottom:1.5em}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} .bad td{{background:#fdd}} .ok td:first-child{{color:#070}}</style>
-</head><body><h1>FER2013 data validation: {status}</h1>
-<p>{summary['expectations']} Great Expectations checks, {summary['failed']} failed.</p>
-<h2>Images per split and class</h2><table><tr>{head}</tr>{count_rows}</table>
-<h2>Soft findings (reported, not fatal)</h2><table><tr><th>finding</th><th>count</th><th>by split</th><th>examples</th></tr>{soft}</table>
-<h2>Skipped or converted at ingest</h2><table><tr><th>reason</th><th>count</th><th>examples</th></tr>{skipped}</table>
-<h2>Expectations</h2><table><tr><th>result</th><th>expectation</th><th>detail</th></tr>{rows}</table>
-</body></html>
-"""
+    return render("validation.html.j2", summary=summary, labels=LABELS, splits=SPLITS, count_keys=["total", *LABELS],
+                  ingest_issues={**ing.get("skipped", {}), **ing.get("converted", {})})
 
 
 def run_validate(images: np.ndarray, manifest: pd.DataFrame, cfg: dict, ingest_summary: dict,

@@ -5,7 +5,7 @@
 ``fer retrain`` in the current repository: ``dvc exp run`` with overrides, then
                 ``dvc metrics diff`` / ``dvc params diff`` against a base revision, a Markdown
                 summary, and whether the new model beats the base by the promotion rule
-                (``promotion``: paired McNemar test on val against the base's committed val
+                (``registry``: paired McNemar test on val against the base's committed val
                 predictions); CI opens a pull request only then.
 
 Both run DVC with this interpreter's directory first on ``PATH``, so each stage's ``python``
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from .cli import declared_paths
 from .errors import FerError
 from .fsutil import write_json, write_text
 
@@ -122,7 +123,7 @@ def copy_repo(src: Path, dst: Path) -> Path:
 
 
 def smoke(src: Path, workdir: Path, extra: dict[str, object] | None = None) -> dict:
-    """Whole pipeline on a tiny subset in a copy of ``src``; returns its ``reports/evaluation.json``."""
+    """Whole pipeline on a tiny subset in a copy of ``src``; returns its evaluation details."""
     repo = copy_repo(src, workdir)
     if not (repo / "data/raw/fer2013.zip").exists():
         raise FerError("no data/raw/fer2013.zip: the DVC remote is unreachable and the source has no copy; "
@@ -131,7 +132,7 @@ def smoke(src: Path, workdir: Path, extra: dict[str, object] | None = None) -> d
     env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get(
         "MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")}
     _run([sys.executable, "-m", "dvc", "repro"], repo, env=env)
-    return json.loads((repo / "reports/evaluation.json").read_text())
+    return json.loads((repo / declared_paths("evaluate", repo / "dvc.yaml")["details"]).read_text())
 
 
 def _git_show(repo: Path, rev: str, path: str) -> str | None:
@@ -141,7 +142,6 @@ def _git_show(repo: Path, rev: str, path: str) -> str | None:
         return None
 
 
-PREDICTIONS = {"val": "reports/eval/val_predictions.csv", "test": "reports/eval/test_predictions.csv"}
 
 
 def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: Path,
@@ -149,7 +149,7 @@ def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: P
     """``dvc exp run`` with ``overrides`` in ``repo``, compared with ``base``; writes a Markdown
     summary and a JSON result whose ``improved`` is the promotion rule's verdict: the new model's
     val predictions against the val predictions committed at ``base``, paired (McNemar)."""
-    from . import promotion
+    from . import registry
     from .labels import LABELS
     from .params import load
 
@@ -160,23 +160,26 @@ def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: P
     params_md = _run([*dvc, "params", "diff", base, "--md"], repo, capture=True)
     rule = load(["evaluate"], repo / "params.yaml")["evaluate"]
     alpha, min_gain = rule["promote_alpha"], rule["promote_min_gain_points"]
-    candidate = {s: (repo / p).read_text() for s, p in PREDICTIONS.items() if (repo / p).exists()}
-    champion = {s: text for s, p in PREDICTIONS.items() if (text := _git_show(repo, base, p)) is not None}
+    out = declared_paths("evaluate", repo / "dvc.yaml")
+    predictions = {"val": out["val_predictions"], "test": out["test_predictions"]}
+    candidate = {s: (repo / p).read_text() for s, p in predictions.items() if (repo / p).exists()}
+    champion = {s: text for s, p in predictions.items() if (text := _git_show(repo, base, p)) is not None}
     if "val" not in champion:
-        decision = promotion.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with")
+        decision = registry.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with")
     else:
-        decision = promotion.decide_from_csv(candidate, champion, list(LABELS), alpha, min_gain)
-    headline = json.loads((repo / "reports/metrics.json").read_text())
-    registry = (json.loads((repo / "reports/evaluation.json").read_text()).get("registry") or {}) \
-        if (repo / "reports/evaluation.json").exists() else {}
-    lines = [f"- {promotion.Comparison(**c).line()}" + (" (decides)" if c["split"] == "val" else " (reported only)")
+        decision = registry.decide_from_csv(candidate, champion, list(LABELS), alpha, min_gain)
+    headline = json.loads((repo / out["metrics"]).read_text())
+    reg = (json.loads((repo / out["details"]).read_text()).get("registry") or {}) \
+        if (repo / out["details"]).exists() else {}
+    lines = [f"- {registry.Comparison(**c).line()}" + (" (decides)" if c["split"] == "val" else " (reported only)")
              for c in (decision.val, decision.test) if c]
     summary = (f"## Retraining result\n\n**{'Better' if decision.promote else 'Not better'} than `{base}`**: "
                f"{decision.reason}.\n\nRule: {decision.rule}.\n\n" + ("\n".join(lines) + "\n\n" if lines else "")
                + f"Test (PrivateTest) accuracy {100 * headline['test_acc']:.2f}% (95% interval "
-               f"{100 * headline['test_lo']:.2f}-{100 * headline['test_hi']:.2f}%), val {100 * headline['val_acc']:.2f}%.\n\n"
-               + (f"Registry: version {registry.get('version')} -> @{registry.get('alias')} ({registry.get('reason')}).\n\n"
-                  if registry else "")
+               f"{100 * headline['test_lo']:.2f}-{100 * headline['test_hi']:.2f}%), "
+               f"val {100 * headline['val_acc']:.2f}%.\n\n"
+               + (f"Registry: version {reg.get('version')} -> @{reg.get('alias')} ({reg.get('reason')}).\n\n"
+                  if reg else "")
                + f"Overrides: `{' '.join(overrides_as_args(overrides)) or 'none'}`\n\n"
                f"### Metrics vs `{base}`\n\n{metrics_md or 'no metric changes'}\n\n"
                f"### Params vs `{base}`\n\n{params_md or 'no param changes'}\n")

@@ -1,5 +1,5 @@
-"""When a model counts as better: one rule for the registry's ``@champion`` alias and for the retrain
-workflow's pull request.
+"""The model registry, and when a model counts as better: one rule for the registry's ``@champion``
+alias and for the retrain workflow's pull request.
 
 The rule, decided on val (PublicTest) only, paired on the same images against the current
 champion's stored predictions (no old model is re-run):
@@ -10,30 +10,21 @@ where b = images the candidate gets right and the champion wrong, c = the revers
 accuracy difference in points, and p = McNemar's exact (two-sided binomial) test on b and c. The
 same comparison on test (PrivateTest) is reported beside it and never decides.
 
-Accuracies are reported with a 95% Wilson score interval.
+Predictions are stored as CSV (``actual,predicted`` label names, one row per image in the split's
+fixed order) with each evaluate run in MLflow and in ``reports/eval/``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
-Z95 = 1.959963984540054  # the 97.5% point of the standard normal
-
-
-def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``correct / n`` (95% by default)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from .fsutil import atomic_path
+from .labels import LABELS
 
 
 def mcnemar_exact_p(b: int, c: int) -> float:
@@ -114,7 +105,7 @@ def keep_champion(alpha: float, min_gain_points: float, reason: str) -> Decision
     return Decision(False, rule_text(alpha, min_gain_points), reason)
 
 
-# Predictions as stored: CSV of label names, one row per image in the split's fixed order.
+
 
 def read_predictions_csv(text: str, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """``actual,predicted`` CSV text -> (true label ids, predicted label ids)."""
@@ -142,3 +133,88 @@ def decide_from_csv(candidate: dict[str, str], champion: dict[str, str], labels:
     if "val" not in comps:
         return keep_champion(alpha, min_gain_points, "the champion has no stored val predictions: champion kept")
     return decide(comps["val"], comps.get("test"), alpha, min_gain_points)
+
+def write_predictions_csv(path, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+    """Per-image ``actual,predicted`` label names: the input of DVC's confusion template."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["actual", "predicted"])
+        w.writerows((LABELS[a], LABELS[b]) for a, b in zip(y_true, y_pred))
+
+
+# MLflow: the registered model's versions, aliases and their stored predictions
+
+
+def logged_model_uri(run_id: str) -> str:
+    """``models:/m-...`` of the model the run logged (MLflow 3 logged models), else ``runs:/``."""
+    import mlflow
+
+    run = mlflow.get_run(run_id)
+    found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                        filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    return f"models:/{found[0].model_id}" if found else f"runs:/{run_id}/model"
+
+
+PREDICTION_ARTIFACTS = {"val": "evaluation/val_predictions.csv", "test": "evaluation/test_predictions.csv"}
+
+
+def stored_predictions(run_id: str) -> dict[str, str]:
+    """The val / test prediction CSVs an evaluate run stored with MLflow (empty if none)."""
+    import mlflow
+
+    out = {}
+    for split, path in PREDICTION_ARTIFACTS.items():
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+        except Exception:  # noqa: BLE001  (MLflow raises several types for a missing artifact)
+            continue
+        out[split] = Path(local).read_text()
+    return out
+
+
+def register_and_decide(run_id: str, model_name: str, candidate: dict[str, str], alpha: float,
+                        min_gain_points: float) -> dict:
+    """Register the model logged by ``run_id`` (whose evaluation, with ``candidate`` predictions,
+    is stored in the same run); move ``@champion`` to it only if the rule (module docstring) says it beats
+    the current champion on val, else give it ``@challenger``. Idempotent per run: evaluating the
+    same run again reuses its version and its recorded decision."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        existing = client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'")
+    except MlflowException:
+        existing = []
+    if existing:
+        newest = max(existing, key=lambda mv: int(mv.version))
+        v = client.get_model_version(model_name, newest.version)  # search results carry no aliases
+        alias = "champion" if "champion" in v.aliases else "challenger"
+        return {"model": model_name, "version": int(v.version), "alias": alias,
+                "reason": v.tags.get("decision", f"run already registered as v{v.version}"),
+                "rule": v.tags.get("decision_rule", ""),
+                "p_value": float(v.tags["decision_p_value"]) if v.tags.get("decision_p_value") else None,
+                "previous_champion": None, "val": None, "test": None}
+    try:
+        champ = client.get_model_version_by_alias(model_name, "champion")
+    except MlflowException:
+        champ = None
+    if champ is None:
+        decision = first_model(alpha, min_gain_points, "first registered version: no champion yet")
+    else:
+        stored = stored_predictions(champ.run_id)
+        decision = decide_from_csv(candidate, stored, list(LABELS), alpha, min_gain_points)
+        decision.reason = f"{decision.reason} (champion v{champ.version})"
+    version = mlflow.register_model(logged_model_uri(run_id), model_name).version
+    alias = "champion" if decision.promote else "challenger"
+    client.set_registered_model_alias(model_name, alias, version)
+    p_value = decision.val["p_value"] if decision.val else None
+    for key, value in {"decision": decision.reason, "decision_rule": decision.rule,
+                       "decision_p_value": "" if p_value is None else f"{p_value:.6g}"}.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    return {"model": model_name, "version": int(version), "alias": alias, "reason": decision.reason,
+            "rule": decision.rule, "p_value": p_value,
+            "previous_champion": int(champ.version) if champ is not None else None,
+            "val": decision.val, "test": decision.test}
+
+

@@ -1,0 +1,112 @@
+"""Model loading: one ``Predictor`` (batched class probabilities for 48x48 faces) from a ``.keras``
+file, a ``.tflite`` file (run by LiteRT, ``ai_edge_litert``) or an MLflow model URI
+(``models:/fer-emotion@champion``, ``runs:/<id>/model``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FerError
+from .labels import LABELS
+
+DEFAULT_MODEL_FILE = "models/model.keras"
+
+
+class Predictor:
+    """Batched probabilities for (n, 48, 48, 1) raw 0-255 faces from any supported model form.
+    ``info``: what answers (spec, source, and for a registry model its name, version and alias)."""
+
+    def __init__(self, spec: str, source: str, fn, info: dict | None = None):
+        self.spec, self._fn = spec, fn
+        self.info = {"spec": spec, "source": source, **(info or {})}
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        if len(faces) == 0:
+            return np.zeros((0, len(LABELS)), np.float32)
+        return np.asarray(self._fn(faces.astype(np.float32).reshape(-1, 48, 48, 1)), np.float32)
+
+
+def _litert_fn(path: str):
+    """A ``.tflite`` model run by LiteRT's interpreter (``tf.lite.Interpreter`` is deprecated and
+    warns on every use); the input is resized to each batch's size."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=path, num_threads=os.cpu_count())
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    state = {"n": None}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if state["n"] != len(x):
+            interp.resize_tensor_input(inp["index"], list(x.shape))
+            interp.allocate_tensors()
+            state["n"] = len(x)
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        return interp.get_tensor(out["index"]).copy()
+
+    return run
+
+
+def _keras_fn(model):
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def infer(x):
+        return model(x, training=False)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([infer(tf.constant(x[i:i + 512])).numpy() for i in range(0, len(x), 512)])
+
+    return run
+
+
+def keras_predictor(model, spec: str) -> Predictor:
+    """A Predictor around an already loaded Keras model."""
+    return Predictor(spec, "keras", _keras_fn(model))
+
+
+def load_predictor(spec: str | None = None, registered_model: str = "fer-emotion") -> Predictor:
+    """``spec``: a .keras / .tflite path or an MLflow URI. None: the registry champion, else the
+    pipeline's model file; a message on stderr says which was used."""
+    if spec is None:
+        try:
+            pred = load_predictor(f"models:/{registered_model}@champion")
+            print(f"model: {pred.spec} (registry champion)", file=sys.stderr)
+            return pred
+        except FerError:
+            if Path(DEFAULT_MODEL_FILE).exists():
+                print(f"model: no registered champion; using {DEFAULT_MODEL_FILE}", file=sys.stderr)
+                return load_predictor(DEFAULT_MODEL_FILE)
+            raise FerError(f"no model: no '{registered_model}@champion' in the MLflow registry and no "
+                           f"{DEFAULT_MODEL_FILE}; train one with `./run.sh` (or `dvc repro`), "
+                           "or pass --model") from None
+    if spec.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        from .tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri())
+        mlflow.set_registry_uri(tracking_uri())
+        try:
+            model = mlflow.keras.load_model(spec)
+        except Exception as exc:  # MLflow raises several types for a missing model/alias
+            raise FerError(f"cannot load MLflow model {spec} from {tracking_uri()}: "
+                           f"{str(exc).splitlines()[0]}") from None
+        info = {}
+        if spec.startswith("models:/") and "@" in spec:
+            name, alias = spec[len("models:/"):].split("@", 1)
+            version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+            info = {"name": name, "alias": alias, "version": str(version)}
+        return Predictor(spec, "mlflow", _keras_fn(model), info)
+    path = Path(spec)
+    if not path.exists():
+        raise FerError(f"model file {spec} not found; train one with `./run.sh` (or `dvc repro`)")
+    if path.suffix == ".tflite":
+        return Predictor(spec, "tflite", _litert_fn(str(path)))
+    import keras
+
+    return keras_predictor(keras.models.load_model(path), spec)

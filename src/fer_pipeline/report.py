@@ -1,0 +1,85 @@
+"""What the evaluate stage reports: the headline figures (``reports/metrics.json``), the model
+card (a Jinja2 template, ``templates/model_card.md.j2``) and the examples its face grids show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .render import render
+
+# Baselines measured on this kind of machine (../shared/notes/measured-baselines.md).
+BASELINES = [
+    {"model": "seed notebook VGG-16 (16.8M params, early-stopped on the test folder)",
+     "privatetest": None, "publictest": None, "combined": 0.600},
+    {"model": "`fer` package mini-Xception (58K params, own weights)",
+     "privatetest": 0.657, "publictest": 0.652, "combined": None},
+    {"model": "notes recipe: BN-VGG 32-64-128-256, 40 epochs, 52 min", "privatetest": 0.668,
+     "publictest": 0.657, "combined": None, "privatetest_tta": 0.675},
+]
+
+
+def pick_examples(y_true, y_pred, correct: bool, n: int, seed: int = 0) -> np.ndarray:
+    idx = np.flatnonzero((y_true == y_pred) == correct)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False)) if len(idx) else idx
+
+
+def headline(metrics: dict, train: dict, decision: dict | None) -> dict:
+    """The figures a person compares across runs, under short names so that ``dvc metrics show``
+    and ``dvc exp show`` fit a terminal: ``reports/metrics.json``. Details: ``evaluation.json``."""
+    t, v = metrics["test"], metrics["val"]
+    out = {
+        "test_acc": t["accuracy"], "test_lo": t["accuracy_ci95"][0], "test_hi": t["accuracy_ci95"][1],
+        "test_tta": t.get("tta_accuracy"), "test_f1": t["macro_f1"],
+        "val_acc": v["accuracy"], "val_tta": v.get("tta_accuracy"),
+        "p_champ": round(float(decision["p_value"]), 4) if decision and decision.get("p_value") is not None else None,
+        "best_ep": train.get("best_epoch"), "minutes": round(train["train_seconds"] / 60, 1) if train else None,
+        "img_s": train.get("train_images_per_second"), "params": train.get("params"),
+        "tflop": train.get("train_compute_tflop"),
+    }
+    return {k: val for k, val in out.items() if val is not None}
+
+
+def describe_model(model) -> str:
+    """The training set-up as the saved model records it (architecture, optimizer, loss)."""
+    parts = [f"`{model.name}`"]
+    opt = getattr(model, "optimizer", None)
+    if opt is not None:
+        cfg = opt.get_config()
+        lr = cfg.get("learning_rate")
+        if isinstance(lr, dict):
+            c = lr["config"]
+            peak = c.get("warmup_target") or c.get("initial_learning_rate")
+            lr_text = (f"{lr['class_name']} learning rate, peak {peak}"
+                       + (f" after {c['warmup_steps']} warm-up steps" if c.get("warmup_steps") else ""))
+        else:
+            lr_text = f"learning rate {lr}"
+        extra = [f"weight decay {cfg['weight_decay']}"] if cfg.get("weight_decay") else []
+        if cfg.get("use_ema"):
+            extra.append(f"weight EMA {cfg.get('ema_momentum')}")
+        parts.append(f"optimizer {type(opt).__name__} ({', '.join([lr_text, *extra])})")
+    loss = getattr(model, "loss", None)
+    if loss is not None and hasattr(loss, "get_config"):
+        ls = loss.get_config().get("label_smoothing")
+        if ls:
+            parts.append(f"label smoothing {ls}")
+    crop = [layer for layer in model.layers if layer.name == "center_crop"]
+    if crop:
+        parts.append(f"trained on random {crop[0].height}x{crop[0].width} crops, evaluated on the centre crop")
+    return "; ".join(parts)
+
+
+def model_card(metrics: dict, train: dict, prep: dict, valid: dict, decision: dict | None,
+               params: dict, figures: dict[str, str], model_text: str) -> str:
+    """The model card in Markdown; ``figures`` are paths, shown relative to ``reports/``."""
+    t = metrics["test"]
+    dropped = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in prep.get("dropped", {}).items()) or "none"
+    rel = {k: str(Path(p).relative_to("reports")) if p.startswith("reports/") else p for k, p in figures.items()}
+    rows = prep.get("rows", {})
+    return render("model_card.md.j2", metrics=metrics, train=train, valid=valid, decision=decision,
+                  model_text=model_text, figures=rel, baselines=BASELINES, dropped=dropped,
+                  rows={s: rows.get(s, 0) for s in ("train", "val", "test")},
+                  test_images=sum(m["support"] for m in t["per_class"].values()),
+                  tta_shift_px=params["evaluate"]["tta_shift_px"] if "tta_accuracy" in t else 0)
