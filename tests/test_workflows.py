@@ -196,3 +196,41 @@ def test_queued_sweep_gives_one_named_mlflow_run_per_experiment(tmp_path):
     assert set(by_name) == {"lr-0.001", "lr-0.003"}
     assert by_name["lr-0.003"].data.params["train.learning_rate"] == "0.003"
     assert "test_accuracy" in by_name["lr-0.001"].data.metrics
+
+
+def test_fer_compare_applies_the_promotion_rule_to_two_revisions(tmp_path):
+    # Two commits of hand-built predictions on 100 images: the candidate gets 10 right that the
+    # base got wrong and 2 the other way: +8 points, McNemar exact p = 2 * (1 + 12 + 66) / 2^12.
+    import shutil
+
+    from fer_pipeline.cli import declared_paths
+    from fer_pipeline.labels import LABELS
+
+    from helpers import fer_cli
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for f in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / f, repo / f)
+    paths = declared_paths("evaluate", REPO / "dvc.yaml")
+    y = [i % 7 for i in range(100)]
+
+    def commit(right: set[int], message: str) -> None:
+        text = "actual,predicted\n" + "".join(
+            f"{LABELS[t]},{LABELS[t if i in right else (t + 1) % 7]}\n" for i, t in enumerate(y))
+        for key in ("val_predictions", "test_predictions"):
+            (repo / paths[key]).parent.mkdir(parents=True, exist_ok=True)
+            (repo / paths[key]).write_text(text)
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+        subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+        subprocess.run([*git, "commit", "-q", "-m", message], cwd=repo, check=True)
+
+    commit(set(range(60)), "base: 60 right")
+    commit(set(range(2, 70)), "candidate: 68 right")
+    r = fer_cli("compare", "HEAD~1", "HEAD", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("better than HEAD~1: better on val by +8.00 pt, p = 0.0386 < 0.05")
+    assert "10 images only the candidate gets right, 2 only the champion" in r.stdout
+    back = fer_cli("compare", "HEAD", "HEAD~1", cwd=repo)
+    assert back.stdout.startswith("not better than HEAD: val gain -8.00 pt is below the 0.5 pt minimum")

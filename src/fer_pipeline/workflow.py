@@ -144,35 +144,47 @@ def _git_show(repo: Path, rev: str, path: str) -> str | None:
 
 
 
+def stored_predictions_at(repo: Path, rev: str | None) -> dict[str, str]:
+    """The val / test prediction CSVs that evaluate wrote, as committed at ``rev`` (git), or in the
+    workspace when ``rev`` is None; only those that exist."""
+    out = declared_paths("evaluate", repo / "dvc.yaml")
+    paths = {"val": out["val_predictions"], "test": out["test_predictions"]}
+    if rev is None:
+        return {s: (repo / p).read_text() for s, p in paths.items() if (repo / p).exists()}
+    return {s: text for s, p in paths.items() if (text := _git_show(repo, rev, p)) is not None}
+
+
+def compare_revisions(repo: Path, base: str, candidate: str | None = None):
+    """The promotion rule (``registry``) for ``candidate``'s predictions (a git revision, e.g. a DVC
+    experiment's; None = the workspace) against those committed at ``base``: a ``registry.Decision``."""
+    from . import registry
+    from .labels import LABELS
+    from .params import load
+
+    rule = load(["evaluate"], repo / "params.yaml")["evaluate"]
+    alpha, min_gain = rule["promote_alpha"], rule["promote_min_gain_points"]
+    new, old = stored_predictions_at(repo, candidate), stored_predictions_at(repo, base)
+    if "val" not in old:
+        return registry.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with")
+    return registry.decide_from_csv(new, old, list(LABELS), alpha, min_gain)
+
+
 def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: Path,
             result_path: Path, name: str | None = None) -> dict:
     """``dvc exp run`` with ``overrides`` in ``repo``, compared with ``base``; writes a Markdown
     summary and a JSON result whose ``improved`` is the promotion rule's verdict: the new model's
     val predictions against the val predictions committed at ``base``, paired (McNemar)."""
-    from . import registry
-    from .labels import LABELS
-    from .params import load
-
     dvc = [sys.executable, "-m", "dvc"]
     cmd = [*dvc, "exp", "run", *overrides_as_args(overrides)] + (["-n", name] if name else [])
     _run(cmd, repo)
     metrics_md = _run([*dvc, "metrics", "diff", base, "--md"], repo, capture=True)
     params_md = _run([*dvc, "params", "diff", base, "--md"], repo, capture=True)
-    rule = load(["evaluate"], repo / "params.yaml")["evaluate"]
-    alpha, min_gain = rule["promote_alpha"], rule["promote_min_gain_points"]
+    decision = compare_revisions(repo, base)
     out = declared_paths("evaluate", repo / "dvc.yaml")
-    predictions = {"val": out["val_predictions"], "test": out["test_predictions"]}
-    candidate = {s: (repo / p).read_text() for s, p in predictions.items() if (repo / p).exists()}
-    champion = {s: text for s, p in predictions.items() if (text := _git_show(repo, base, p)) is not None}
-    if "val" not in champion:
-        decision = registry.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with")
-    else:
-        decision = registry.decide_from_csv(candidate, champion, list(LABELS), alpha, min_gain)
     headline = json.loads((repo / out["metrics"]).read_text())
     reg = (json.loads((repo / out["details"]).read_text()).get("registry") or {}) \
         if (repo / out["details"]).exists() else {}
-    lines = [f"- {registry.Comparison(**c).line()}" + (" (decides)" if c["split"] == "val" else " (reported only)")
-             for c in (decision.val, decision.test) if c]
+    lines = comparison_lines(decision)
     summary = (f"## Retraining result\n\n**{'Better' if decision.promote else 'Not better'} than `{base}`**: "
                f"{decision.reason}.\n\nRule: {decision.rule}.\n\n" + ("\n".join(lines) + "\n\n" if lines else "")
                + f"Test (PrivateTest) accuracy {100 * headline['test_acc']:.2f}% (95% interval "
@@ -191,6 +203,13 @@ def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: P
               "test_accuracy": headline["test_acc"], "test_accuracy_ci95": [headline["test_lo"], headline["test_hi"]]}
     write_json(result_path, result)
     return result
+
+
+def comparison_lines(decision) -> list[str]:
+    from .registry import Comparison
+
+    return [f"- {Comparison(**c).line()}" + (" (decides)" if c["split"] == "val" else " (reported only)")
+            for c in (decision.val, decision.test) if c]
 
 
 def sweep_summary(results: list[dict]) -> str:
@@ -244,6 +263,18 @@ def add_parser(sub) -> None:
               f"summary in {args.summary}")
 
     r.set_defaults(func=retrain_cmd)
+
+    c = sub.add_parser("compare", help="the promotion rule for one revision's predictions against another's")
+    c.add_argument("base", help="git revision whose committed predictions are the champion's (e.g. main)")
+    c.add_argument("candidate", nargs="?", help="git revision of the candidate, e.g. a DVC experiment's "
+                                                "(`dvc exp show` gives it; default: the workspace)")
+
+    def compare_cmd(args):
+        d = compare_revisions(Path("."), args.base, args.candidate)
+        print(f"{'better' if d.promote else 'not better'} than {args.base}: {d.reason}\nrule: {d.rule}")
+        print("\n".join(comparison_lines(d)))
+
+    c.set_defaults(func=compare_cmd)
 
     w = sub.add_parser("sweep-summary", help="compare retrain results (JSON files) in one Markdown table")
     w.add_argument("results", nargs="+", help="retrain_result.json files")
