@@ -35,3 +35,23 @@ def test_an_unknown_quantization_is_refused(tmp_path):
     with pytest.raises(FerError, match="unknown quantize 'int4'"):
         write_tflite(model, str(tmp_path / "m.tflite"), "int4")
     assert not list(tmp_path.iterdir())
+
+
+def test_export_command_takes_its_defaults_from_params_yaml(tmp_path):
+    import json
+    import shutil
+
+    from helpers import REPO, fer_cli, tiny_model_file
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    model = tiny_model_file(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "test.npz", x=rng.integers(0, 255, (20, 48, 48, 1), dtype=np.uint8), y=rng.integers(0, 7, 20))
+    r = fer_cli("export-tflite", "--model", str(model), "--data", str(tmp_path), "--out", str(tmp_path / "m.tflite"),
+                "--report", str(tmp_path / "r.json"), "--max-drop-points", "100", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    import yaml
+
+    assert report["quantize"] == yaml.safe_load((REPO / "params.yaml").read_text())["export"]["quantize"]
+    assert report["tflite_bytes"] == (tmp_path / "m.tflite").stat().st_size > 0

@@ -60,14 +60,19 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="models/model.keras")
     p.add_argument("--out", default="models/model.tflite")
     p.add_argument("--data", default="data/processed", help="folder with test.npz (preprocess output)")
-    p.add_argument("--quantize", default="dynamic", choices=["dynamic", "float16", "none"],
-                   help="as params.yaml's export.quantize (default: dynamic)")
-    p.add_argument("--max-drop-points", type=float, default=0.5)
+    p.add_argument("--quantize", choices=["dynamic", "float16", "none"],
+                   help="default: params.yaml's export.quantize")
+    p.add_argument("--max-drop-points", type=float, help="default: params.yaml's export.max_drop_points")
     p.add_argument("--report", default="reports/tflite.json")
 
     def func(args):
         from .fsutil import write_json
+        from .params import load
 
+        if args.quantize is None or args.max_drop_points is None:  # params.yaml holds the defaults
+            cfg = load(["export"])["export"]
+            args.quantize = args.quantize or cfg["quantize"]
+            args.max_drop_points = cfg["max_drop_points"] if args.max_drop_points is None else args.max_drop_points
         r = run_export(args.model, args.out, args.data, args.quantize, args.max_drop_points / 100)
         write_json(args.report, r)
         print(f"{args.out}: {r['tflite_bytes'] / 1e6:.2f} MB ({r['quantize']}); test accuracy keras "
