@@ -1,7 +1,9 @@
 """Training: tf.data input pipeline, optimizer and schedule, best-on-val checkpoint, MLflow logging.
 
 ``cfg`` is the validated ``train`` section of params.yaml (``fer_pipeline.params``): every value
-comes from there, none is defaulted here."""
+comes from there, none is defaulted here. TensorFlow (and ``augment``, which needs it) is imported
+inside the functions that use it, so the optimizer, callbacks and history helpers also serve Keras
+on another backend (``scripts/gpu_profile.py`` trains on JAX where TensorFlow is not installed)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
-from .augment import AugmentConfig, augment_batch, mixup
 from .fsutil import atomic_path, write_json
 from .labels import NUM_CLASSES
+
+if TYPE_CHECKING:
+    from .augment import AugmentConfig
 
 
 @dataclass
@@ -68,6 +73,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
     """(images float32 0-255, one-hot labels[, weights]) batches. Training: shuffled, repeated,
     augmented per batch with stateless seeds (seed, batch index), parallel and prefetched."""
     import tensorflow as tf
+
+    from .augment import AugmentConfig, augment_batch, mixup
 
     AUTOTUNE = tf.data.AUTOTUNE
     onehot = np.eye(NUM_CLASSES, dtype=np.float32)[y]
@@ -178,6 +185,7 @@ def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.
     """Build the model chosen by ``cfg['model']`` and fit it; the best-on-val weights are returned.
     ``strategy``: made by the caller when it runs TF ops first (a multi-worker strategy must exist
     before any op runs); else made here, first thing."""
+    from .augment import AugmentConfig
     from .models import build_model, training_flops_per_image
 
     strategy = strategy or get_strategy(cfg["distribute"])
@@ -219,6 +227,7 @@ def augmentation_preview(x: np.ndarray, aug: AugmentConfig, n: int = 8, seed: in
     """A figure: each row one training face, then five versions as the training pipeline makes them."""
     import tensorflow as tf
 
+    from .augment import augment_batch
     from .plots import image_rows
 
     rng = np.random.default_rng(seed)
@@ -236,6 +245,7 @@ def run_train(params: dict, *, data: str, preprocess_report: str, model: str, ru
     import mlflow
 
     from . import plots, tracking
+    from .augment import AugmentConfig
     from .fsutil import load_split
 
     cfg = params["train"]
