@@ -135,26 +135,24 @@ def build(params: dict, steps_per_epoch: int, epochs: int, steps_per_execution: 
     return model, trainer
 
 
-class EpochTimes:
-    """Wall time of each epoch (a Keras callback built lazily so that keras is imported late)."""
+def epoch_timer(verbose: bool = False):
+    """A Keras callback that keeps each epoch's wall time in ``.times`` (keras is imported late)."""
+    import keras
 
-    def __new__(cls, verbose: bool = False):
-        import keras
+    class EpochTimes(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times: list[float] = []
 
-        class _Times(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.times: list[float] = []
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self.t0 = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.t0)
+            if verbose:
+                print(f"  epoch {epoch + 1}: {self.times[-1]:.2f} s", flush=True)
 
-            def on_epoch_end(self, epoch, logs=None):
-                self.times.append(time.perf_counter() - self.t0)
-                if verbose:
-                    print(f"  epoch {epoch + 1}: {self.times[-1]:.2f} s", flush=True)
-
-        return _Times()
+    return EpochTimes()
 
 
 def measure_rate(params: dict, x: np.ndarray, onehot: np.ndarray, steps: int, spe: int) -> dict:
@@ -165,7 +163,7 @@ def measure_rate(params: dict, x: np.ndarray, onehot: np.ndarray, steps: int, sp
     batch = int(params["train"]["batch_size"])
     n = min(len(x), steps * batch)
     _, trainer = build(params, math.ceil(n / batch), 3, spe)
-    times = EpochTimes(verbose=True)
+    times = epoch_timer(verbose=True)
     trainer.fit(x[:n], onehot[:n], batch_size=batch, epochs=3, callbacks=[times], verbose=0)
     keras.backend.clear_session()
     rates = [n / t for t in times.times[1:]]
@@ -199,6 +197,7 @@ def split_file(path: Path) -> list[str]:
 def train(args) -> dict:
     import keras
 
+    from fer_pipeline.labels import NUM_CLASSES
     from fer_pipeline.metrics import evaluate_model, wilson_interval
     from fer_pipeline.models import training_flops_per_image
     from fer_pipeline.training import callbacks, history_rows
@@ -212,8 +211,8 @@ def train(args) -> dict:
     data = {s: unpack(Path(args.data), s) for s in SPLITS}
     x, y = data["train"]
     x = x.astype(np.float32)
-    onehot = np.eye(7, dtype=np.float32)[y]
-    val = (data["val"][0].astype(np.float32), np.eye(7, dtype=np.float32)[data["val"][1]])
+    onehot = np.eye(NUM_CLASSES, dtype=np.float32)[y]
+    val = (data["val"][0].astype(np.float32), np.eye(NUM_CLASSES, dtype=np.float32)[data["val"][1]])
     batch, max_epochs = int(cfg["batch_size"]), int(cfg["epochs"])
     steps = math.ceil(len(x) / batch)
     print(f"device {device_name()}, Keras {keras.__version__} on {keras.backend.backend()}, "
@@ -239,7 +238,7 @@ def train(args) -> dict:
     keras.utils.set_random_seed(int(cfg["seed"]))  # the same start whether or not rates were measured
     model, trainer = build(params, steps, epochs, args.steps_per_execution)
     cbs, best, log = callbacks(int(cfg["patience"]), epochs, bool(cfg["ema"]), mlflow_logging=False)
-    times = EpochTimes()
+    times = epoch_timer()
     t0 = time.perf_counter()
     hist = trainer.fit(x, onehot, batch_size=batch, epochs=epochs, validation_data=val,
                        callbacks=[times, *cbs], verbose=0)
@@ -298,10 +297,12 @@ def rates(args) -> None:
     """Training images/s of each ``--case`` (overrides separated by ";"), one line each."""
     import keras
 
+    from fer_pipeline.labels import NUM_CLASSES
+
     if args.bf16:
         keras.config.set_dtype_policy("mixed_bfloat16")
     x, y = unpack(Path(args.data), "train")
-    x, onehot = x.astype(np.float32), np.eye(7, dtype=np.float32)[y]
+    x, onehot = x.astype(np.float32), np.eye(NUM_CLASSES, dtype=np.float32)[y]
     print(f"device {device_name()}, policy {keras.config.dtype_policy().name}", flush=True)
     out = []
     for case in args.case:
