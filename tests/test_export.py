@@ -55,3 +55,23 @@ def test_export_command_takes_its_defaults_from_params_yaml(tmp_path):
 
     assert report["quantize"] == yaml.safe_load((REPO / "params.yaml").read_text())["export"]["quantize"]
     assert report["tflite_bytes"] == (tmp_path / "m.tflite").stat().st_size > 0
+
+
+def test_export_command_writes_beside_the_model_and_no_report_unless_asked(tmp_path):
+    """A manual export of another model must not overwrite the pipeline's models/model.tflite or
+    reports/tflite.json (both belong to the export stage)."""
+    import shutil
+
+    from helpers import REPO, fer_cli, tiny_model_file
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "other").mkdir()
+    model = tiny_model_file(tmp_path / "other" / "crop.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "test.npz", x=rng.integers(0, 255, (20, 48, 48, 1), dtype=np.uint8), y=rng.integers(0, 7, 20))
+    r = fer_cli("export-tflite", "--model", str(model), "--data", str(tmp_path), "--max-drop-points", "100",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["crop.keras", "crop.tflite"]
+    assert "other/crop.tflite" in r.stdout
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "models").exists()

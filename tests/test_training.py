@@ -200,13 +200,17 @@ def test_training_dataset_is_augmented_and_val_is_not():
     assert not np.array_equal(np.sort(tr[0].numpy().ravel()), np.sort(x.astype(np.float32).ravel()))
 
 
-def test_gpu_profile_overrides_nested_keys():
+def test_gpu_profile_overrides_nested_keys(capsys):
     import yaml
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     p = raw["train"]
     cpu = validate_params(raw)["train"]
-    gpu = validate_params({**raw, "train": {**p, "profile": "gpu"}})["train"]
+    assert capsys.readouterr().err == ""  # the cpu profile replaces nothing, so says nothing
+    gpu = validate_params({**raw, "train": {**p, "profile": "gpu", "epochs": 7}})["train"]
+    note = capsys.readouterr().err  # a `-S train.epochs=7` that the overrides shadow is named
+    assert f"train.epochs (7 -> {p['gpu_overrides']['epochs']})" in note
+    assert "train.model.bn_vgg.widths" in note and "train.model.name" not in note
     assert cpu["epochs"] == p["epochs"] and "gpu_overrides" not in cpu
     assert gpu["epochs"] == p["gpu_overrides"]["epochs"]
     assert gpu["model"]["name"] == p["model"]["name"]  # untouched keys survive the merge

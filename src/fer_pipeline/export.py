@@ -58,12 +58,13 @@ def run_export(model_path: str, out_path: str, data_dir: str, quantize: str, max
 def add_parser(sub) -> None:
     p = sub.add_parser("export-tflite", help="convert a .keras model to TFLite and check test accuracy parity")
     p.add_argument("--model", default="models/model.keras")
-    p.add_argument("--out", default="models/model.tflite")
+    p.add_argument("--out", help="default: beside --model, with the suffix .tflite")
     p.add_argument("--data", default="data/processed", help="folder with test.npz (preprocess output)")
     p.add_argument("--quantize", choices=["dynamic", "float16", "none"],
                    help="default: params.yaml's export.quantize")
     p.add_argument("--max-drop-points", type=float, help="default: params.yaml's export.max_drop_points")
-    p.add_argument("--report", default="reports/tflite.json")
+    p.add_argument("--report", help="also write the figures as JSON here (none by default: the pipeline's "
+                   "reports/tflite.json belongs to the export stage)")
 
     def func(args):
         from .fsutil import write_json
@@ -73,8 +74,10 @@ def add_parser(sub) -> None:
             cfg = load(["export"])["export"]
             args.quantize = args.quantize or cfg["quantize"]
             args.max_drop_points = cfg["max_drop_points"] if args.max_drop_points is None else args.max_drop_points
+        args.out = args.out or str(Path(args.model).with_suffix(".tflite"))
         r = run_export(args.model, args.out, args.data, args.quantize, args.max_drop_points / 100)
-        write_json(args.report, r)
+        if args.report:
+            write_json(args.report, r)
         print(f"{args.out}: {r['tflite_bytes'] / 1e6:.2f} MB ({r['quantize']}); test accuracy keras "
               f"{r['test_accuracy_keras']:.4f}, tflite {r['test_accuracy_tflite']:.4f} "
               f"(drop {r['accuracy_drop_points']} pt, {'ok' if r['parity_ok'] else 'TOO LARGE'})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 import warnings
 from typing import Annotated, Any, Literal
 
@@ -180,6 +181,19 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def shadowed(base: dict, over: dict, prefix: str = "train") -> list[str]:
+    """The dotted keys of ``base`` whose value ``over`` replaces with a different one, as
+    ``key (old -> new)``: what a `-S train.epochs=...` loses under the gpu profile."""
+    out = []
+    for k, v in over.items():
+        key, old = f"{prefix}.{k}", base.get(k)
+        if isinstance(v, dict) and isinstance(old, dict):
+            out += shadowed(old, v, key)
+        elif v != old:
+            out.append(f"{key} ({old!r} -> {v!r})")
+    return out
+
+
 def _fields_at(loc: tuple) -> list[str]:
     """The keys allowed at ``loc`` (a path into the params), for 'did you mean'."""
     model: Any = Params
@@ -234,6 +248,9 @@ def validate_params(raw: Any) -> dict:
         raise FerError(f"params.yaml: {_one_line(exc.errors()[0], ('train', 'gpu_overrides'))}") from None
     if checked["train"]["profile"] == "gpu":
         checked["train"] = gpu
+        lost = shadowed(train, overrides)
+        if lost:  # stderr, so that a `-S train.epochs=...` that loses to the overrides is seen
+            print(f"note: train.profile is gpu, so train.gpu_overrides replaces {', '.join(lost)}", file=sys.stderr)
     return checked
 
 
