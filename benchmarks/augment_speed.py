@@ -10,32 +10,15 @@ spread of the repeats) and the ratio.
 """
 
 import argparse
-import importlib.util
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from revision import module_at
 
 from fer_pipeline import augment as current
 from fer_pipeline.params import load
-
-
-def module_at(rev: str):
-    """``fer_pipeline.augment`` as it was at ``rev`` (it imports nothing from the package)."""
-    src = subprocess.run(["git", "show", f"{rev}:src/fer_pipeline/augment.py"], capture_output=True, text=True,
-                         check=True).stdout
-    path = Path(tempfile.mkdtemp()) / f"augment_{rev}.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(f"augment_{rev}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def rate(mod, section: dict, crop: int, batches: int) -> float:
@@ -56,7 +39,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     section = load(["preprocess.augment"])["preprocess"]["augment"]
-    ref = module_at(a.ref)
+    ref = module_at(a.ref, "src/fer_pipeline/augment.py")
     print(f"{'input':>10} {'this checkout':>22} {a.ref + ' (raw op)':>22} {'ratio':>6}")
     for crop in (48, 44, 40):
         runs = {"new": [], "ref": []}

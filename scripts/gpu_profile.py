@@ -4,9 +4,13 @@ The train stage feeds the model through tf.data, so it needs TensorFlow. The GPU
 measured on has JAX and no TensorFlow, and cannot fetch packages. This script therefore trains the
 same model (``models.build_model`` on ``train.gpu_overrides``) with the same optimizer, schedule,
 EMA and best-on-val restore (``training.make_optimizer``, ``training.callbacks``), using Keras 3's
-JAX backend. One thing differs: the augmentation. Keras's own random layers (flip, rotation, zoom,
-translation, crop, erasing with a noise fill) run on the GPU inside the training step, in place of
-``augment.augment_batch`` in tf.data.
+JAX backend. One thing differs: where the augmentation runs. One Keras layer (``face_augment``) does
+it inside the training step on the GPU, with Keras's random numbers: flip, then rotation, zoom,
+translation and the random crop as one affine resampling whose geometry is the pipeline's own
+(``augment.affine_transforms``, reflect fill), then Keras's ``RandomErasing`` (noise fill, where
+the pipeline fills with the face's mean). A first version chained Keras's affine layers and its
+``RandomCrop``: about 9x slower, and ``RandomCrop`` does not compile under ``jax.jit``
+(``benchmarks/gpu_augment_speed.py``).
 
     python scripts/gpu_profile.py pack data/processed .gpudata        # lossless PNG mosaics + labels
     KERAS_BACKEND=jax python scripts/gpu_profile.py train .gpudata OUT --budget-s 400 \\
@@ -88,31 +92,50 @@ def load_params(overrides: list[str]) -> dict:
 
 
 def augmenter(aug: dict, crop_size: int, seed: int):
-    """Keras random layers for ``preprocess.augment`` (in float32 whatever the compute policy)."""
+    """A Keras layer doing ``preprocess.augment`` and the random crop in training (identity in
+    inference: the model's own ``CenterCrop`` handles whole faces); None when there is nothing to do.
+    Computes in float32 whatever the compute policy."""
     import keras
-    from keras import layers
+    from keras import layers, ops
+
+    from fer_pipeline.augment import FILL_MODE, affine_transforms
 
     if aug["enabled"] and aug["mixup_alpha"]:
         raise SystemExit("error: mixup is not ported to this script; set preprocess.augment.mixup_alpha=0")
-    f32 = {"dtype": "float32"}
-    steps = []
-    if aug["enabled"]:
-        if aug["flip"]:
-            steps.append(layers.RandomFlip("horizontal", seed=seed, **f32))
-        if aug["rotation"]:
-            steps.append(layers.RandomRotation(aug["rotation"], fill_mode="reflect", seed=seed + 1, **f32))
-        if aug["zoom"]:
-            steps.append(layers.RandomZoom(aug["zoom"], fill_mode="reflect", seed=seed + 2, **f32))
-        if aug["translation"]:
-            t = aug["translation"]
-            steps.append(layers.RandomTranslation(t, t, fill_mode="reflect", seed=seed + 3, **f32))
-    if crop_size < 48:
-        steps.append(layers.RandomCrop(crop_size, crop_size, seed=seed + 4, **f32))
-    if aug["enabled"] and aug["erasing_prob"]:
-        p = aug["erasing_prob"]
-        steps.append(layers.RandomErasing(factor=(p, p), scale=(0.02, aug["erasing_max_area"]),
-                                          value_range=(0, 255), seed=seed + 5, **f32))
-    return keras.Sequential(steps, name="augment") if steps else None
+    on = aug["enabled"]
+    flip = on and aug["flip"]
+    rotation, zoom, translation = (float(aug[k]) if on else 0.0 for k in ("rotation", "zoom", "translation"))
+    affine = bool(rotation or zoom or translation or crop_size < 48)
+    erasing = on and aug["erasing_prob"]
+    if not (flip or affine or erasing):
+        return None
+
+    class FaceAugment(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name="face_augment", dtype="float32")
+            self.gen = keras.random.SeedGenerator(seed)
+            self.erase = layers.RandomErasing(factor=(aug["erasing_prob"],) * 2, scale=(0.02, aug["erasing_max_area"]),
+                                              value_range=(0, 255), seed=seed + 5, dtype="float32") if erasing else None
+
+        def call(self, x, training=None):
+            if not training:
+                return x
+            n, side = ops.shape(x)[0], x.shape[1]
+
+            def uniform(shape, low=-1.0, high=1.0):
+                return keras.random.uniform(shape, low, high, seed=self.gen)
+
+            if flip:
+                x = ops.where(uniform((n, 1, 1, 1), 0.0, 1.0) < 0.5, ops.flip(x, axis=2), x)
+            if affine:
+                offset = uniform((n, 2), 0.0, float(side - crop_size)) if crop_size < side else None
+                transforms = affine_transforms(uniform((n,)) * (rotation * 2 * math.pi), 1.0 + uniform((n,)) * zoom,
+                                               uniform((n, 2)) * translation, offset, float(side), float(side))
+                x = ops.image.affine_transform(x, transforms, interpolation="bilinear", fill_mode=FILL_MODE)
+                x = x[:, :crop_size, :crop_size, :]
+            return self.erase(x, training=True) if self.erase is not None else x
+
+    return FaceAugment()
 
 
 def build(params: dict, steps_per_epoch: int, epochs: int, steps_per_execution: int):

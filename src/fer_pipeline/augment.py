@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import keras
-import tensorflow as tf
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,33 @@ class AugmentConfig:
 FILL_MODE = "reflect"
 
 
+def affine_transforms(angle, scale, shift, offset, width, height):
+    """Keras's 8-number transforms (``keras.ops.image.affine_transform``), one row per image, for a
+    rotation by ``angle`` radians about the centre of a ``width`` x ``height`` face, a zoom
+    ``scale`` (> 1 zooms in), a ``shift`` (dx, dy) in fractions of the sides, then a crop whose
+    top-left corner is at ``offset`` pixels (None: no crop). Written in ``keras.ops`` so that the
+    TensorFlow pipeline here and the JAX script ``scripts/gpu_profile.py`` share the geometry; the
+    order of the arithmetic is kept as it was, so TensorFlow's graph rewrites give the same floats."""
+    ops = keras.ops
+    dx, dy = shift[:, 0] * width, shift[:, 1] * height
+    # Output pixel (x, y) samples input at A @ (x, y) + b: rotation about the centre, scaled by
+    # 1/scale, then shifted.
+    cos, sin = ops.cos(angle) / scale, ops.sin(angle) / scale
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    a0, a1 = cos, -sin
+    b0, b1 = sin, cos
+    a2 = cx - a0 * cx - a1 * cy - dx
+    b2 = cy - b0 * cx - b1 * cy - dy
+    if offset is not None:
+        # A random crop: output pixel (x, y) is pixel (x + ox, y + oy) of the transformed face.
+        a2, b2 = a2 + a0 * offset[:, 0] + a1 * offset[:, 1], b2 + b0 * offset[:, 0] + b1 * offset[:, 1]
+    zeros = ops.zeros_like(a0)
+    return ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
 def _affine(batch: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    import tensorflow as tf
+
     n = tf.shape(batch)[0]
     h = tf.cast(tf.shape(batch)[1], tf.float32)
     w = tf.cast(tf.shape(batch)[2], tf.float32)
@@ -65,27 +94,16 @@ def _affine(batch: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
     angle = tf.random.stateless_uniform([n], seeds[0], -1.0, 1.0) * cfg.rotation * 2 * math.pi
     scale = 1.0 + tf.random.stateless_uniform([n], seeds[1], -1.0, 1.0) * cfg.zoom
     shift = tf.random.stateless_uniform([n, 2], seeds[2], -1.0, 1.0) * cfg.translation
-    dx, dy = shift[:, 0] * w, shift[:, 1] * h
-    # Output pixel (x, y) samples input at A @ (x, y) + b: rotation about the centre, scaled by
-    # 1/scale (scale > 1 zooms in), then shifted.
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    cx, cy = (w - 1) / 2, (h - 1) / 2
-    a0, a1 = cos, -sin
-    b0, b1 = sin, cos
-    a2 = cx - a0 * cx - a1 * cy - dx
-    b2 = cy - b0 * cx - b1 * cy - dy
     crop = cfg.crop_size < 48
-    if crop:
-        # A random crop: output pixel (x, y) is pixel (x + ox, y + oy) of the transformed face.
-        off = tf.random.stateless_uniform([n, 2], seeds[3], 0.0, 1.0) * (w - cfg.crop_size)
-        a2, b2 = a2 + a0 * off[:, 0] + a1 * off[:, 1], b2 + b0 * off[:, 0] + b1 * off[:, 1]
-    zeros = tf.zeros_like(a0)
-    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    offset = tf.random.stateless_uniform([n, 2], seeds[3], 0.0, 1.0) * (w - cfg.crop_size) if crop else None
+    transforms = affine_transforms(angle, scale, shift, offset, w, h)
     out = keras.ops.image.affine_transform(batch, transforms, interpolation="bilinear", fill_mode=FILL_MODE)
     return out[:, :cfg.crop_size, :cfg.crop_size, :] if crop else out
 
 
 def _erase(batch: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    import tensorflow as tf
+
     n, h, w = tf.shape(batch)[0], tf.shape(batch)[1], tf.shape(batch)[2]
     s = tf.random.experimental.stateless_split(seed, 5)
     apply = tf.random.stateless_uniform([n], s[0]) < cfg.erasing_prob
@@ -107,6 +125,8 @@ def _erase(batch: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
 
 def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
     """Augment a float32 batch (n, 48, 48, 1) of 0-255 pixels with a stateless ``seed`` (shape [2])."""
+    import tensorflow as tf
+
     s = tf.random.experimental.stateless_split(seed, 3)
     x = images
     if cfg.flip:
@@ -121,6 +141,8 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.
 
 def mixup(images: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor, alpha: float, seed: tf.Tensor):
     """Mix each example with a shuffled partner; lambda ~ Beta(alpha, alpha) per example."""
+    import tensorflow as tf
+
     s = tf.random.experimental.stateless_split(seed, 3)
     n = tf.shape(images)[0]
     g1 = tf.random.stateless_gamma([n], s[0], alpha=alpha)
