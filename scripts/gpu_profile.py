@@ -9,7 +9,7 @@ it inside the training step on the GPU, with Keras's random numbers: flip, then 
 translation and the random crop as one affine resampling whose geometry is the pipeline's own
 (``augment.affine_transforms``, reflect fill), then Keras's ``RandomErasing`` (noise fill, where
 the pipeline fills with the face's mean). A first version chained Keras's affine layers and its
-``RandomCrop``: about 9x slower, and ``RandomCrop`` does not compile under ``jax.jit``
+``RandomCrop``: 7-9x slower, and ``RandomCrop`` does not compile under ``jax.jit``
 (``benchmarks/gpu_augment_speed.py``).
 
     python scripts/gpu_profile.py pack data/processed .gpudata        # lossless PNG mosaics + labels
