@@ -27,6 +27,9 @@ CANDIDATES = [
     ("crop 44", None, {}, 44, None),
     ("crop 40", None, {}, 40, None),
     ("seed VGG-16", "vgg16", {}, 48, 32),
+    # width/depth at about equal compute (issue 12)
+    ("deep c40", None, {"widths": [24, 48, 96, 192], "convs_per_stage": 3}, 40, None),
+    ("5-stage", None, {"widths": [24, 48, 96, 192, 384]}, 48, None),
 ]
 
 
