@@ -50,6 +50,9 @@ def test_decision_needs_gain_and_significance_on_val_and_ignores_test():
     assert not d.promote and "not significant: p = 0.625" in d.reason
     worse = compare("val", *_pair(2, 10, 60, 28))
     assert not decide(worse, None, alpha=0.05, min_gain_points=0.0).promote
+    far_worse = compare("val", *_pair(0, 30, 50, 20))                               # p = 2 / 2**30
+    d = decide(far_worse, None, alpha=0.05, min_gain_points=0.5)
+    assert far_worse.p_value == pytest.approx(2 / 2 ** 30) and "(p = 1.86e-09)" in d.reason
 
 
 def _csv(y, pred) -> str:
@@ -122,13 +125,16 @@ def test_champion_moves_only_on_a_significant_val_gain(registry):
     better = base.copy()
     better[60:70] = True                               # b = 10
     better[:2] = False                                 # c = 2: +8 points, p = 0.0386
-    won = register_and_decide(_evaluated_run(mlflow, _preds(better)), "fer-test", _preds(better), 0.05, 0.5)
+    run3 = _evaluated_run(mlflow, _preds(better))
+    won = register_and_decide(run3, "fer-test", _preds(better), 0.05, 0.5)
     assert won["alias"] == "champion" and won["p_value"] == pytest.approx(158 / 4096, abs=1e-6)
     assert "champion v1" in won["reason"] and won["val"]["b_candidate_only"] == 10
     assert won["test"]["gain_points"] == 8.0           # reported beside, never deciding
     v = client.get_model_version("fer-test", str(won["version"]))
-    assert "champion" in v.aliases and v.tags["decision_p_value"] == "0.038574"
+    assert "champion" in v.aliases and v.tags["decision_p_value"] == "0.0385742"
     assert "McNemar" in v.tags["decision_rule"]
+    # evaluating the same run again reports the decision it got, comparisons included
+    assert register_and_decide(run3, "fer-test", _preds(better), 0.05, 0.5) == won
     loaded = mlflow.pyfunc.load_model("models:/fer-test@champion")
     assert np.asarray(loaded.predict(np.zeros((2, 48, 48, 1), np.float32))).shape == (2, 7)
 

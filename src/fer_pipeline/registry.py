@@ -63,8 +63,9 @@ def compare(split: str, y: np.ndarray, candidate: np.ndarray, champion: np.ndarr
     new_ok, old_ok = candidate == y, champion == y
     b, c = int(np.sum(new_ok & ~old_ok)), int(np.sum(~new_ok & old_ok))
     acc_new, acc_old = float(new_ok.mean()), float(old_ok.mean())
+    # p unrounded: a p far below 1e-6 is not 0
     return Comparison(split, int(len(y)), round(acc_new, 4), round(acc_old, 4),
-                      round(100 * (acc_new - acc_old), 2), b, c, round(mcnemar_exact_p(b, c), 6))
+                      round(100 * (acc_new - acc_old), 2), b, c, mcnemar_exact_p(b, c))
 
 
 @dataclass
@@ -177,7 +178,10 @@ def register_and_decide(run_id: str, model_name: str, candidate: dict[str, str],
     """Register the model logged by ``run_id`` (whose evaluation, with ``candidate`` predictions,
     is stored in the same run); move ``@champion`` to it only if the rule (module docstring) says it beats
     the current champion on val, else give it ``@challenger``. Idempotent per run: evaluating the
-    same run again reuses its version and its recorded decision."""
+    same run again reuses its version and its recorded decision, comparisons included (tag
+    ``decision_record``), so a rerun of the evaluate stage writes the same report."""
+    import json
+
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -190,11 +194,14 @@ def register_and_decide(run_id: str, model_name: str, candidate: dict[str, str],
         newest = max(existing, key=lambda mv: int(mv.version))
         v = client.get_model_version(model_name, newest.version)  # search results carry no aliases
         alias = "champion" if "champion" in v.aliases else "challenger"
+        record = json.loads(v.tags.get("decision_record") or "{}")  # absent on versions made before it
         return {"model": model_name, "version": int(v.version), "alias": alias,
                 "reason": v.tags.get("decision", f"run already registered as v{v.version}"),
                 "rule": v.tags.get("decision_rule", ""),
-                "p_value": float(v.tags["decision_p_value"]) if v.tags.get("decision_p_value") else None,
-                "previous_champion": None, "val": None, "test": None}
+                "p_value": (record["val"]["p_value"] if record.get("val") else
+                            float(v.tags["decision_p_value"]) if v.tags.get("decision_p_value") else None),
+                "previous_champion": record.get("previous_champion"), "val": record.get("val"),
+                "test": record.get("test")}
     try:
         champ = client.get_model_version_by_alias(model_name, "champion")
     except MlflowException:
@@ -209,12 +216,13 @@ def register_and_decide(run_id: str, model_name: str, candidate: dict[str, str],
     alias = "champion" if decision.promote else "challenger"
     client.set_registered_model_alias(model_name, alias, version)
     p_value = decision.val["p_value"] if decision.val else None
+    record = {"previous_champion": int(champ.version) if champ is not None else None,
+              "val": decision.val, "test": decision.test}
     for key, value in {"decision": decision.reason, "decision_rule": decision.rule,
-                       "decision_p_value": "" if p_value is None else f"{p_value:.6g}"}.items():
+                       "decision_p_value": "" if p_value is None else f"{p_value:.6g}",
+                       "decision_record": json.dumps(record)}.items():
         client.set_model_version_tag(model_name, version, key, value)
     return {"model": model_name, "version": int(version), "alias": alias, "reason": decision.reason,
-            "rule": decision.rule, "p_value": p_value,
-            "previous_champion": int(champ.version) if champ is not None else None,
-            "val": decision.val, "test": decision.test}
+            "rule": decision.rule, "p_value": p_value, **record}
 
 
