@@ -51,16 +51,15 @@ def main() -> None:
     # Most runs sit at the budget: their labels go in a column to the left, in val order, joined to
     # their points by thin lines, so that none overlaps; the others are labelled beside the point.
     near = sorted((p for p in points.items() if p[0][0] > 0.95 * budget), key=lambda p: p[0][1])
+    others = [p for p in points.items() if p not in near]
     step = 0.32  # accuracy points between two labels of the column
     mid = sum(y for (_, y), _ in near) / max(len(near), 1)
     for k, ((x, y), names) in enumerate(near):
         ax.annotate(" = ".join(names), (x, y), xytext=(0.74 * budget, mid + step * (k - (len(near) - 1) / 2)),
                     fontsize=8, ha="right", va="center",
                     arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray", "shrinkB": 2})
-    for (x, y), names in points.items():
-        if x <= 0.95 * budget:
-            ax.annotate(" = ".join(names), (x, y), textcoords="offset points", fontsize=8,
-                        xytext=(-8, 4), ha="right")
+    for (x, y), names in others:
+        ax.annotate(" = ".join(names), (x, y), textcoords="offset points", fontsize=8, xytext=(-8, 4), ha="right")
     ax.axvline(budget, color="gray", ls=":", label="budget (today's default)")
     ax.axhline(70, color="tab:red", ls="--", lw=1, label="goal: 70% test")
     ax.scatter([], [], color="tab:blue", label="val (decides)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -180,8 +181,6 @@ def register_and_decide(run_id: str, model_name: str, candidate: dict[str, str],
     the current champion on val, else give it ``@challenger``. Idempotent per run: evaluating the
     same run again reuses its version and its recorded decision, comparisons included (tag
     ``decision_record``), so a rerun of the evaluate stage writes the same report."""
-    import json
-
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -194,14 +193,14 @@ def register_and_decide(run_id: str, model_name: str, candidate: dict[str, str],
         newest = max(existing, key=lambda mv: int(mv.version))
         v = client.get_model_version(model_name, newest.version)  # search results carry no aliases
         alias = "champion" if "champion" in v.aliases else "challenger"
-        record = json.loads(v.tags.get("decision_record") or "{}")  # absent on versions made before it
+        # decision_record is absent on versions registered before it: their comparisons are unknown
+        record = json.loads(v.tags.get("decision_record") or '{"previous_champion": null, "val": null, "test": null}')
+        p_tag = v.tags.get("decision_p_value")
         return {"model": model_name, "version": int(v.version), "alias": alias,
                 "reason": v.tags.get("decision", f"run already registered as v{v.version}"),
                 "rule": v.tags.get("decision_rule", ""),
-                "p_value": (record["val"]["p_value"] if record.get("val") else
-                            float(v.tags["decision_p_value"]) if v.tags.get("decision_p_value") else None),
-                "previous_champion": record.get("previous_champion"), "val": record.get("val"),
-                "test": record.get("test")}
+                "p_value": record["val"]["p_value"] if record["val"] else float(p_tag) if p_tag else None,
+                **record}
     try:
         champ = client.get_model_version_by_alias(model_name, "champion")
     except MlflowException:
