@@ -48,15 +48,15 @@ def main() -> None:
         if r["test"] is not None:
             ax.scatter(r["tflop"], r["test"], color="tab:orange", marker="s")
         points.setdefault((round(r["tflop"]), r["val"]), []).append(r["name"])
-    # Most runs sit at the budget: their labels go in a column to the left, in val order, joined to
-    # their points by thin lines, so that none overlaps; the others are labelled beside the point.
+    # Most runs sit at the budget: their labels go in a column right of it, where no other run can
+    # be, in val order, joined to their points by thin lines; the others are labelled beside the point.
     near = sorted((p for p in points.items() if p[0][0] > 0.95 * budget), key=lambda p: p[0][1])
     others = [p for p in points.items() if p not in near]
     step = 0.32  # accuracy points between two labels of the column
     mid = sum(y for (_, y), _ in near) / max(len(near), 1)
     for k, ((x, y), names) in enumerate(near):
-        ax.annotate(" = ".join(names), (x, y), xytext=(0.74 * budget, mid + step * (k - (len(near) - 1) / 2)),
-                    fontsize=8, ha="right", va="center",
+        ax.annotate(" = ".join(names), (x, y), xytext=(1.08 * budget, mid + step * (k - (len(near) - 1) / 2)),
+                    fontsize=8, ha="left", va="center",
                     arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray", "shrinkB": 2})
     for (x, y), names in others:
         ax.annotate(" = ".join(names), (x, y), textcoords="offset points", fontsize=8, xytext=(-8, 4), ha="right")
@@ -68,7 +68,8 @@ def main() -> None:
     ax.set_ylabel("accuracy, %")
     ax.set_title("FER2013 experiments: accuracy against training compute")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlim(0, 1.6 * budget)
+    ax.legend(fontsize=8, loc="upper left")
     out = ROOT / "reports/figures/compute_vs_accuracy.png"
     fig.savefig(out, dpi=90, bbox_inches="tight")
     print(f"\nwrote {out.relative_to(ROOT)}")
