@@ -4,14 +4,15 @@
 
 Training compute of a row = FLOPs per training image of its model at its crop size (counted from
 the layers by fer_pipeline.models) x 28,006 training images x epochs: a budget that does not
-depend on the machine, unlike minutes.
+depend on the machine, unlike minutes. A row with ``progressive: {epochs, size}`` counts its first
+epochs at that size.
 """
 
 from pathlib import Path
 
 import yaml
 
-from fer_pipeline.models import build_model, training_flops_per_image
+from fer_pipeline.models import training_flops_at
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES = 28006
@@ -23,8 +24,10 @@ def main() -> None:
     for r in rows:
         model = dict(r["model"])
         name = model.pop("name")
-        r["gflop"] = training_flops_per_image(build_model(name, r["crop_size"], **model)) / 1e9
-        r["tflop"] = r["gflop"] * 1e9 * TRAIN_IMAGES * r["epochs"] / 1e12
+        r["gflop"] = training_flops_at(name, r["crop_size"], **model) / 1e9
+        small = r.get("progressive", {"epochs": 0, "size": r["crop_size"]})
+        small_gflop = training_flops_at(name, small["size"], **model) / 1e9
+        r["tflop"] = TRAIN_IMAGES * (r["gflop"] * (r["epochs"] - small["epochs"]) + small_gflop * small["epochs"]) / 1e3
         if r["name"] == "dropout-0.2":
             budget = r["tflop"]
     print("| experiment | command | GFLOP/img | epochs | compute (x budget) | minutes (machine) | val | test "

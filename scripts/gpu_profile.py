@@ -228,6 +228,8 @@ def train(args) -> dict:
     t_start = time.perf_counter()
     params = load_params(args.set)
     cfg = params["train"]
+    if cfg["progressive"]["epochs"]:
+        raise SystemExit("error: progressive resizing is not ported to this script; set train.progressive.epochs=0")
     if args.bf16:
         keras.config.set_dtype_policy("mixed_bfloat16")
     keras.utils.set_random_seed(int(cfg["seed"]))

@@ -3,8 +3,8 @@ checkout's package and with the package at another revision; compare losses and 
 
     python scripts/same_training.py [--ref f5cd13f]
 
-Each side runs in its own process (seeded, TF op determinism on), on whole faces and on 40x40 crops
-with weight EMA. Prints one line per case and exits 1 if any differs.
+Each side runs in its own process with its own params.yaml (seeded, TF op determinism on), on whole
+faces and on 40x40 crops with weight EMA. Prints one line per case and exits 1 if any differs.
 """
 
 import argparse
@@ -46,7 +46,9 @@ json.dump({"loss": r.history["loss"], "val_accuracy": r.history["val_accuracy"],
 
 
 def run(src: Path, out: Path, crop: int, ema: float) -> tuple[dict, list[np.ndarray]]:
-    subprocess.run([sys.executable, "-c", CHILD, str(src), str(out), str(crop), str(ema), str(REPO / "params.yaml")],
+    # Each side reads its own params.yaml: a new key is an error to the older schema.
+    params = src.parent / "params.yaml"
+    subprocess.run([sys.executable, "-c", CHILD, str(src), str(out), str(crop), str(ema), str(params)],
                    check=True, capture_output=True, env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": ""})
     with np.load(out) as z:
         return json.loads(Path(str(out) + ".json").read_text()), [z[k] for k in z.files]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fer_pipeline.models import REGISTRY, build_model, forward_macs, training_flops_per_image
+from fer_pipeline.models import REGISTRY, build_model, forward_macs, training_flops_at, training_flops_per_image
 
 from helpers import repo_params
 
@@ -62,3 +62,14 @@ def test_a_cropping_model_takes_whole_faces_and_sees_their_centre():
     whole = model.predict(faces, verbose=0)
     centre = model.predict(faces[:, 4:44, 4:44], verbose=0)  # a crop-sized input passes unchanged
     np.testing.assert_allclose(whole, centre, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_of_any_size_takes_smaller_and_whole_faces_and_its_flops_are_counted_at_a_size():
+    kw = {"widths": [8], "convs_per_stage": 1, "dropout": 0.0, "dense": 0}
+    model = build_model("bn_vgg", 48, any_size=True, **kw)
+    for side in (24, 32, 48):
+        assert model.predict(np.zeros((2, side, side, 1), "float32"), verbose=0).shape == (2, 7)
+    assert training_flops_at("bn_vgg", 32, **kw) == 6 * (32 * 32 * 8 * 9 * 1 + 8 * 7)
+    assert training_flops_at("bn_vgg", 48, **kw) == training_flops_per_image(build_model("bn_vgg", 48, **kw))
+    with pytest.raises(ValueError, match="use crop_size 48"):
+        build_model("bn_vgg", 40, any_size=True, **kw)

@@ -60,6 +60,8 @@ def full_params(**sections) -> str:
      "error: params.yaml: preprocess.augment.rotation: input should be less than or equal to 0.5, got 2.0"),
     (lambda p: p["evaluate"].pop("promote_alpha"),
      "error: params.yaml: evaluate.promote_alpha: missing key"),
+    (lambda p: p["train"]["progressive"].__setitem__("epochs", 22),
+     "error: params.yaml: train: progressive.epochs (22) must be below epochs (22)"),
 ])
 def test_a_bad_parameter_stops_a_stage_before_any_work_with_one_line(tmp_path, edit, message):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

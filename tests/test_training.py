@@ -185,6 +185,44 @@ def test_training_batches_keep_images_labels_and_weights_together():
     assert set(seen) == set(range(n))              # and every example comes round
 
 
+def test_progressive_resizing_scales_down_the_first_batches_only_and_keeps_examples_together():
+    # Image i is filled with i: scaled down (area-averaged) it is still filled with i, with its label.
+    n = 32
+    x = np.repeat(np.arange(n, dtype=np.uint8), 48 * 48).reshape(n, 48, 48, 1)
+    y = np.arange(n) % 7
+    from fer_pipeline.augment import AugmentConfig
+
+    ds = make_dataset(x, y, 16, training=True, aug=AugmentConfig.none(), seed=3, shrink=(3, 24))
+    batches = list(ds.take(6))
+    assert [tuple(b[0].shape[1:3]) for b in batches] == [(24, 24)] * 3 + [(48, 48)] * 3
+    for images, labels, _ in batches[:3]:
+        idx = np.rint(images.numpy()[:, 0, 0, 0]).astype(int)
+        np.testing.assert_allclose(images.numpy().reshape(len(idx), -1), np.repeat(idx[:, None], 24 * 24, 1),
+                                   atol=1e-3)
+        np.testing.assert_array_equal(labels.numpy().argmax(axis=1), idx % 7)
+
+
+def test_progressive_training_runs_its_first_epochs_small_and_counts_their_flops_at_that_size(processed,
+                                                                                            monkeypatch):
+    import fer_pipeline.training as training
+    from fer_pipeline.models import training_flops_at
+
+    made = []
+    real = training.make_dataset
+    monkeypatch.setattr(training, "make_dataset", lambda *a, **k: made.append((a, k)) or real(*a, **k))
+    p = tiny_params()
+    p["train"]["progressive"] = {"epochs": 1, "size": 24}
+    tr, va = load_split(processed / "data", "train"), load_split(processed / "data", "val")
+    r = train(tr, va, p["train"], p["preprocess"]["augment"])
+    per_epoch = -(-len(tr[0]) // 16) * 16                        # steps x batch
+    assert made[0][0][-1] == (per_epoch // 16, 24)                # the training set's first epoch is small
+    kw = TINY_MODEL["bn_vgg"]
+    full, small = training_flops_at("bn_vgg", 48, **kw), training_flops_at("bn_vgg", 24, **kw)
+    assert r.flops_per_image == full and r.compute_flops == per_epoch * (full + small)
+    assert len(r.history["loss"]) == 2 and r.model.input_shape == (None, None, None, 1)
+    assert r.model.predict(tr[0][:3].astype("float32"), verbose=0).shape == (3, 7)  # whole 48x48 faces
+
+
 def test_training_dataset_is_augmented_and_val_is_not():
     x = np.random.default_rng(0).integers(0, 255, (10, 48, 48, 1), dtype=np.uint8)
     y = np.arange(10) % 7

@@ -4,7 +4,10 @@ name; every size comes from ``params.yaml`` (no defaults here).
 
 With ``crop_size`` < 48 the model trains on random crops of that size (made by the augmentation)
 and, given a 48x48 face, looks at its centre crop: a ``CenterCrop`` layer is the identity on a
-crop-sized input and crops a full face, so a saved model still takes 48x48 faces."""
+crop-sized input and crops a full face, so a saved model still takes 48x48 faces.
+
+``any_size=True`` (progressive resizing: the first epochs train on smaller faces) gives an input of
+any side and no crop: the convolutions and the global-average-pooling head work at every size."""
 
 from __future__ import annotations
 
@@ -18,7 +21,12 @@ from .labels import NUM_CLASSES
 INPUT_SHAPE = (48, 48, 1)
 
 
-def _inputs(crop_size: int) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+def _inputs(crop_size: int, any_size: bool) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    if any_size:
+        if crop_size < INPUT_SHAPE[0]:
+            raise ValueError("a model of any input size does not crop: use crop_size 48")
+        inputs = keras.Input(shape=(None, None, 1), name="pixels")
+        return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     if crop_size >= INPUT_SHAPE[0]:
         inputs = keras.Input(shape=INPUT_SHAPE, name="pixels")
         return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs)
@@ -38,11 +46,12 @@ def _head(x, dropout: float, dense: int, num_classes: int):
     return layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)
 
 
-def vgg16(*, dense: int, dropout: float, crop_size: int, num_classes: int = NUM_CLASSES) -> keras.Model:
+def vgg16(*, dense: int, dropout: float, crop_size: int, any_size: bool = False,
+          num_classes: int = NUM_CLASSES) -> keras.Model:
     """The seed notebook's modified VGG-16: 13 3x3 convs in blocks 64/128/256/512/512, max-pool
     after the first four blocks, global average pooling, Dense 4096, softmax. Like the seed it
     sees 3 channels (the gray channel repeated)."""
-    inputs, x = _inputs(crop_size)
+    inputs, x = _inputs(crop_size, any_size)
     x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
     blocks = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
     for b, (width, convs) in enumerate(blocks, start=1):
@@ -59,9 +68,9 @@ def vgg16(*, dense: int, dropout: float, crop_size: int, num_classes: int = NUM_
 
 
 def bn_vgg(*, widths: tuple[int, ...], convs_per_stage: int, dropout: float, dense: int, crop_size: int,
-           num_classes: int = NUM_CLASSES) -> keras.Model:
+           any_size: bool = False, num_classes: int = NUM_CLASSES) -> keras.Model:
     """VGG-style stages of (3x3 conv, BN, ReLU) x ``convs_per_stage`` then max-pool; GAP head."""
-    inputs, x = _inputs(crop_size)
+    inputs, x = _inputs(crop_size, any_size)
     for s, width in enumerate(widths, start=1):
         for c in range(1, convs_per_stage + 1):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{s}_conv{c}")(x)
@@ -72,9 +81,9 @@ def bn_vgg(*, widths: tuple[int, ...], convs_per_stage: int, dropout: float, den
 
 
 def mini_xception(*, widths: tuple[int, ...], stem: int, dropout: float, dense: int, crop_size: int,
-                  num_classes: int = NUM_CLASSES) -> keras.Model:
+                  any_size: bool = False, num_classes: int = NUM_CLASSES) -> keras.Model:
     """mini-Xception-like: a small conv stem, then residual blocks of depthwise-separable convs."""
-    inputs, x = _inputs(crop_size)
+    inputs, x = _inputs(crop_size, any_size)
     for i in (1, 2):
         x = layers.Conv2D(stem, 3, use_bias=False, padding="same", name=f"stem_conv{i}")(x)
         x = layers.BatchNormalization(name=f"stem_bn{i}")(x)
@@ -133,3 +142,10 @@ def forward_macs(model: keras.Model) -> int:
 def training_flops_per_image(model: keras.Model) -> int:
     """FLOPs to train on one image: 2 FLOPs per multiply-add, forward + backward (about 2x forward)."""
     return 6 * forward_macs(model)
+
+
+def training_flops_at(name: str, size: int, **kwargs) -> int:
+    """Training FLOPs per image of model ``name`` fed ``size`` x ``size`` images: those of its twin
+    built for ``size`` crops, which has the same layers at that size (``forward_macs`` needs the
+    static shapes that a model of any input size lacks)."""
+    return training_flops_per_image(build_model(name, size, **kwargs))

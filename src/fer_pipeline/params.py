@@ -18,7 +18,7 @@ import warnings
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from .errors import FerError
 
@@ -127,6 +127,11 @@ class ModelChoice(Section):
     vgg16: Vgg16
 
 
+class Progressive(Section):
+    epochs: NonNegInt
+    size: Annotated[int, Field(ge=16, le=47)]
+
+
 class Train(Section):
     profile: Literal["cpu", "gpu"]
     model: ModelChoice
@@ -145,6 +150,17 @@ class Train(Section):
     seed: int
     deterministic: bool
     distribute: Literal["none", "mirrored"]  # multi-worker: not with Keras 3 (keras-team/keras#20585)
+    progressive: Progressive
+
+    @model_validator(mode="after")
+    def _progressive_fits(self):
+        if self.progressive.epochs and self.progressive.epochs >= self.epochs:
+            raise ValueError(f"progressive.epochs ({self.progressive.epochs}) must be below epochs ({self.epochs}): "
+                             "the last epochs train at full size")
+        if self.progressive.epochs and self.crop_size < 48:
+            raise ValueError(f"progressive resizing scales whole faces: set crop_size 48 (got {self.crop_size}) "
+                             "or progressive.epochs 0")
+        return self
 
 
 class Evaluate(Section):
@@ -221,6 +237,8 @@ def _one_line(err: dict, prefix: tuple = ()) -> str:
     msg = msg[0].lower() + msg[1:]
     if msg.startswith("value error, "):
         msg = msg[len("value error, "):]
+    if isinstance(err.get("input"), dict):  # a check across a section's keys: the message names them
+        return f"{path}: {msg}"
     return f"{path}: {msg}, got {err.get('input')!r}"
 
 

@@ -36,6 +36,7 @@ class TrainResult:
     images_seen: int
     params: int
     flops_per_image: int        # training FLOPs per image at the model's input (crop) size
+    compute_flops: float        # training FLOPs of the whole run (progressive epochs at their size)
 
     @property
     def images_per_second(self) -> float:
@@ -69,9 +70,11 @@ def get_strategy(name: str):
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
                  aug: AugmentConfig | None = None, sample_weights: np.ndarray | None = None,
-                 seed: int = 0):
+                 seed: int = 0, shrink: tuple[int, int] | None = None):
     """(images float32 0-255, one-hot labels[, weights]) batches. Training: shuffled, repeated,
-    augmented per batch with stateless seeds (seed, batch index), parallel and prefetched."""
+    augmented per batch with stateless seeds (seed, batch index), parallel and prefetched.
+    ``shrink`` = (batches, side): the first ``batches`` training batches are scaled down to ``side``
+    x ``side`` after augmentation (progressive resizing; area-averaging, as ``antialias`` does)."""
     import tensorflow as tf
 
     from .augment import AugmentConfig, augment_batch, mixup
@@ -93,6 +96,11 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
             images = augment_batch(images, aug, batch_seed)
             if aug.mixup_alpha:
                 images, labels, w = mixup(images, labels, w, aug.mixup_alpha, batch_seed + 1)
+            if shrink:
+                batches, side = shrink
+                images = tf.cond(step < batches,
+                                 lambda: tf.image.resize(images, [side, side], antialias=True),
+                                 lambda: images)
         return images, labels, w
 
     parallel = {"num_parallel_calls": AUTOTUNE, "deterministic": True} if training else {}
@@ -186,7 +194,7 @@ def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.
     ``strategy``: made by the caller when it runs TF ops first (a multi-worker strategy must exist
     before any op runs); else made here, first thing."""
     from .augment import AugmentConfig
-    from .models import build_model, training_flops_per_image
+    from .models import build_model, training_flops_at, training_flops_per_image
 
     strategy = strategy or get_strategy(cfg["distribute"])
     seed_everything(int(cfg["seed"]), bool(cfg["deterministic"]))
@@ -195,27 +203,39 @@ def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.
     steps = math.ceil(len(x) / batch)
     weights = np.asarray(class_weight, np.float32)[y] if class_weight else None
     aug = AugmentConfig.from_params(aug_params, int(cfg["crop_size"]))
-    train_ds = make_dataset(x, y, batch, True, aug, weights, int(cfg["seed"]))
+    # Progressive resizing: the first `small_epochs` epochs on faces scaled to `small` x `small`.
+    small_epochs, small = int(cfg["progressive"]["epochs"]), int(cfg["progressive"]["size"])
+    shrink = (small_epochs * steps, small) if small_epochs else None
+    train_ds = make_dataset(x, y, batch, True, aug, weights, int(cfg["seed"]), shrink)
     val_ds = make_dataset(*val_xy, batch_size=256, training=False)
 
+    name = cfg["model"]["name"]
     with strategy.scope():
-        name = cfg["model"]["name"]
-        model = build_model(name, int(cfg["crop_size"]), **cfg["model"][name])
+        model = build_model(name, int(cfg["crop_size"]), any_size=bool(small_epochs), **cfg["model"][name])
         model.compile(
             optimizer=make_optimizer(cfg, steps, epochs),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg["label_smoothing"])),
             metrics=["accuracy"], jit_compile=False)
     cbs, best, log = callbacks(int(cfg["patience"]), epochs, bool(cfg["ema"]), mlflow_logging)
     print(f"training {name} ({model.count_params():,} params) on {len(x):,} images, "
-          f"{epochs} epochs x {steps} steps of {batch}", flush=True)
+          f"{epochs} epochs x {steps} steps of {batch}"
+          + (f"; the first {small_epochs} on faces scaled to {small}x{small}" if small_epochs else ""), flush=True)
     t0 = time.time()
     hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
                      callbacks=cbs, shuffle=False, verbose=0)
     seconds = time.time() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     ran = len(history["loss"])
+    if small_epochs:  # built after training, so the run's random draws are those of a plain run
+        flops = training_flops_at(name, int(cfg["crop_size"]), **cfg["model"][name])
+        small_images = min(ran, small_epochs) * steps * batch
+        compute = flops * (ran * steps * batch - small_images) + small_images * training_flops_at(
+            name, small, **cfg["model"][name])
+    else:
+        flops = training_flops_per_image(model)
+        compute = flops * ran * steps * batch
     return TrainResult(model, history, best.best_epoch + 1, float(best.best), seconds, log.step_seconds,
-                       ran * steps * batch, int(model.count_params()), training_flops_per_image(model))
+                       ran * steps * batch, int(model.count_params()), flops, float(compute))
 
 
 def history_rows(history: dict[str, list[float]]) -> list[dict]:
@@ -274,7 +294,7 @@ def run_train(params: dict, *, data: str, preprocess_report: str, model: str, ru
         plots.publish(plots.curves(result.history), curves)
         rows = history_rows(result.history)
         write_json(history, rows)
-        compute_tflop = result.flops_per_image * result.images_seen / 1e12
+        compute_tflop = result.compute_flops / 1e12
         summary = {
             "best_val_accuracy": round(result.best_val_accuracy, 4),
             "best_epoch": result.best_epoch,
