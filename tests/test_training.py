@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -73,6 +75,14 @@ def test_run_logs_params_epoch_metrics_figures_datasets_and_model(trained_run):
         [r["val_accuracy"] for r in json.loads(Path(out["history"]).read_text())], abs=1e-6)
     assert {"git_commit", "git_dirty", "data_md5", "param_count", "train_seconds"} <= set(run.data.tags)
     assert int(run.data.tags["param_count"]) == metrics["params"]
+    # The CPU the minutes were measured on, as the system's own tools name it.
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
+    assert run.data.tags["cpu_count"] == nproc
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else ""
+    named = [line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")]
+    assert run.data.tags["cpu_model"] not in ("", "unknown")
+    if named:
+        assert run.data.tags["cpu_model"] == named[0]
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert figures == {"figures/curves.png", "figures/preview.png"}  # the files given in out
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"fer2013-train", "fer2013-val"}

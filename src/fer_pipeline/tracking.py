@@ -110,6 +110,24 @@ def ci_tags() -> dict[str, str]:
     return {}
 
 
+def machine_tags() -> dict[str, str]:
+    """The CPU a run's minutes were measured on (machines of one kind differ 2x in speed):
+    ``cpu_model`` (Linux's /proc/cpuinfo ``model name``, else ``platform.processor()``) and
+    ``cpu_count``, the cores this process may use."""
+    import platform
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu_model": model or platform.processor() or "unknown", "cpu_count": str(cores)}
+
+
 def run_name(root: str | os.PathLike = ".") -> str:
     """The DVC experiment name when run by ``dvc exp run``, else the short git commit."""
     exp = os.environ.get("DVC_EXP_NAME")

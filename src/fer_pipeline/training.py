@@ -280,6 +280,7 @@ def run_train(params: dict, *, data: str, preprocess_report: str, model: str, ru
     with mlflow.start_run(run_name=tracking.run_name(root)) as run:
         plots.publish(augmentation_preview(train_xy[0], aug), preview)
         mlflow.set_tags({**tracking.git_info(root), "stage": "train", **tracking.ci_tags(),
+                         **tracking.machine_tags(),  # the CPU the run's minutes come from
                          "data_md5": tracking.data_md5([Path(data) / f"{s}.npz" for s in ("train", "val")]),
                          "dvc_exp": os.environ.get("DVC_EXP_NAME", "")})
         mlflow.log_params(tracking.flatten({k: v for k, v in params.items() if k != "tracking"}))
