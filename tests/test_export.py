@@ -10,9 +10,12 @@ from fer_pipeline.models import build_model
 from fer_pipeline.predictor import keras_predictor, load_predictor
 
 
-@pytest.mark.parametrize("crop,quantize,atol", [(48, "float16", 2e-3), (48, "dynamic", 2e-2), (40, "none", 1e-5)])
+# crop "any": a model of any input size (progressive resizing trains one), exported for 48x48 faces
+@pytest.mark.parametrize("crop,quantize,atol", [(48, "float16", 2e-3), (48, "dynamic", 2e-2), (40, "none", 1e-5),
+                                                ("any", "none", 1e-5)])
 def test_tflite_export_runs_on_litert_and_matches_keras(tmp_path, crop, quantize, atol):
-    model = build_model("bn_vgg", crop, widths=(8, 16), convs_per_stage=1, dense=0, dropout=0.0)
+    model = build_model("bn_vgg", 48 if crop == "any" else crop, any_size=crop == "any", widths=(8, 16),
+                        convs_per_stage=1, dense=0, dropout=0.0)
     path = tmp_path / "m.tflite"
     write_tflite(model, str(path), quantize)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]  # no temp file left behind
