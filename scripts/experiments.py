@@ -25,8 +25,8 @@ def main() -> None:
         model = dict(r["model"])
         name = model.pop("name")
         r["gflop"] = training_flops_at(name, r["crop_size"], **model) / 1e9
-        small = r.get("progressive", {"epochs": 0, "size": r["crop_size"]})
-        small_gflop = training_flops_at(name, small["size"], **model) / 1e9
+        small = r.get("progressive", {"epochs": 0})
+        small_gflop = training_flops_at(name, small["size"], **model) / 1e9 if small["epochs"] else 0.0
         r["tflop"] = TRAIN_IMAGES * (r["gflop"] * (r["epochs"] - small["epochs"]) + small_gflop * small["epochs"]) / 1e3
         if r["name"] == "dropout-0.2":
             budget = r["tflop"]

@@ -226,16 +226,15 @@ def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.
     seconds = time.time() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     ran = len(history["loss"])
+    images, small_images, small_flops = ran * steps * batch, min(ran, small_epochs) * steps * batch, 0
     if small_epochs:  # built after training, so the run's random draws are those of a plain run
         flops = training_flops_at(name, int(cfg["crop_size"]), **cfg["model"][name])
-        small_images = min(ran, small_epochs) * steps * batch
-        compute = flops * (ran * steps * batch - small_images) + small_images * training_flops_at(
-            name, small, **cfg["model"][name])
+        small_flops = training_flops_at(name, small, **cfg["model"][name])
     else:
         flops = training_flops_per_image(model)
-        compute = flops * ran * steps * batch
+    compute = flops * (images - small_images) + small_flops * small_images
     return TrainResult(model, history, best.best_epoch + 1, float(best.best), seconds, log.step_seconds,
-                       ran * steps * batch, int(model.count_params()), flops, float(compute))
+                       images, int(model.count_params()), flops, float(compute))
 
 
 def history_rows(history: dict[str, list[float]]) -> list[dict]:
