@@ -93,6 +93,26 @@ def test_a_stage_takes_exactly_the_paths_its_dvc_yaml_cmd_gives(tmp_path, args, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
+def test_ctrl_c_stops_a_stage_with_one_line_and_exit_status_130(tmp_path):
+    import signal
+
+    (tmp_path / "params.yaml").write_text(full_params())
+    (tmp_path / "slow.py").write_text(
+        "import time\n"
+        "from fer_pipeline.cli import run_stage\n"
+        "def export(params, *, model, data, tflite, report):\n"
+        "    print('working', flush=True)\n"
+        "    time.sleep(60)\n"
+        "run_stage('export', export)\n")
+    p = subprocess.Popen([sys.executable, "slow.py", "model=m", "data=d", "tflite=t", "report=r"], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "working\n"  # inside the stage's work, as a user's Ctrl-C would be
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130
+    assert err == "interrupted: no partial outputs were written\n"
+
+
 def test_stage_scripts_import_the_package_of_their_own_copy(tmp_path):
     # A `dvc exp run --temp` or queued experiment runs in a copy of the repo while the venv's
     # editable install points at the original: the stage must still run its copy's code.

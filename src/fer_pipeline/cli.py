@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .errors import FerError
 
@@ -45,23 +46,31 @@ def stage_paths(stage: str, fn: Callable, args: list[str]) -> dict[str, str]:
     return given
 
 
+@contextlib.contextmanager
+def one_line_errors(interrupted: str) -> Iterator[None]:
+    """A user-facing error (``FerError``) inside the block becomes one line on stderr and exit
+    status 1; Ctrl-C prints ``interrupted`` and exits 130 (no traceback either way)."""
+    try:
+        yield
+    except FerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        sys.exit(130)
+
+
 def run_stage(stage: str, fn: Callable[..., object]) -> None:
     """Validate params.yaml and the path arguments, then run ``fn(params, **paths)`` with the
     params ``stage`` reads (``params.STAGE_PARAMS``). A user-facing error (a bad parameter or a
     missing path included) becomes one line on stderr and exit status 1, before any output is
     touched."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
+    with one_line_errors("interrupted: no partial outputs were written"):
         from .params import for_stage
 
         params = for_stage(stage)
         fn(params, **stage_paths(stage, fn, sys.argv[1:]))
-    except FerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted: no partial outputs were written", file=sys.stderr)
-        sys.exit(130)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,14 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     for module in (predict, serve, export, workflow):
         module.add_parser(sub)
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors("interrupted"):
         args.func(args)
-    except FerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":
