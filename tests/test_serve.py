@@ -151,8 +151,10 @@ def test_health_answers_quickly_while_photos_are_processed(photo_server):
     worker.join()
     busy = time.perf_counter() - t_start
     assert done["r"][0] == 200 and len(done["r"][1]["photos"]) == 3
-    assert max(latencies) < 0.1, f"/health took up to {max(latencies):.3f} s while photos were processed"
     assert len(latencies) >= 3, f"the photos took only {busy:.2f} s: too fast to measure"
+    # Relative, not a fixed number of ms (a loaded machine slows both alike): a /health queued behind
+    # the photos would take most of their time.
+    assert max(latencies) < busy / 10, f"/health took up to {max(latencies):.3f} s of the photos' {busy:.2f} s"
 
 
 def test_bad_upload_is_a_clear_4xx_and_the_server_stays_up(photo_server):

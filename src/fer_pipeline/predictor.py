@@ -54,7 +54,9 @@ def _litert_fn(path: str):
 def _keras_fn(model):
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    # One signature, so a new batch size never retraces (tracing holds the GIL: a server's other
+    # requests would wait on it).
+    @tf.function(input_signature=[tf.TensorSpec([None, 48, 48, 1], tf.float32)])
     def infer(x):
         return model(x, training=False)
 

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -44,6 +45,7 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
     detector = detector or HaarFaceDetector()
     limits = limits or Limits()
     work = threading.Lock()
+    predictor(np.zeros((1, 48, 48), np.uint8))  # build the model's graph now, not in the first request
     app = FastAPI(title="FER2013 emotion service", version="2")
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 
