@@ -14,6 +14,7 @@ from .errors import FerError
 from .labels import LABELS
 
 DEFAULT_MODEL_FILE = "models/model.keras"
+FACE_SHAPE = (48, 48, 1)  # what every model form takes: one grayscale face, raw 0-255
 
 
 class Predictor:
@@ -27,7 +28,7 @@ class Predictor:
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         if len(faces) == 0:
             return np.zeros((0, len(LABELS)), np.float32)
-        return np.asarray(self._fn(faces.astype(np.float32).reshape(-1, 48, 48, 1)), np.float32)
+        return np.asarray(self._fn(faces.astype(np.float32).reshape(-1, *FACE_SHAPE)), np.float32)
 
 
 def _litert_fn(path: str):
@@ -56,7 +57,7 @@ def _keras_fn(model):
 
     # One signature, so a new batch size never retraces (tracing holds the GIL: a server's other
     # requests would wait on it).
-    @tf.function(input_signature=[tf.TensorSpec([None, 48, 48, 1], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, *FACE_SHAPE], tf.float32)])
     def infer(x):
         return model(x, training=False)
 

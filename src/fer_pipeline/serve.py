@@ -28,7 +28,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from .predict import FaceDetector, HaarFaceDetector, ImageTooLarge, analyse, decode_image
-from .predictor import Predictor
+from .predictor import FACE_SHAPE, Predictor
 
 WEB = Path(__file__).parent / "web"
 
@@ -45,7 +45,7 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
     detector = detector or HaarFaceDetector()
     limits = limits or Limits()
     work = threading.Lock()
-    predictor(np.zeros((1, 48, 48), np.uint8))  # build the model's graph now, not in the first request
+    predictor(np.zeros((1, *FACE_SHAPE), np.uint8))  # build the model's graph now, not in the first request
     app = FastAPI(title="FER2013 emotion service", version="2")
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 
