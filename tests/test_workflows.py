@@ -234,3 +234,20 @@ def test_fer_compare_applies_the_promotion_rule_to_two_revisions(tmp_path):
     assert "10 images only the candidate gets right, 2 only the champion" in r.stdout
     back = fer_cli("compare", "HEAD", "HEAD~1", cwd=repo)
     assert back.stdout.startswith("not better than HEAD: val gain -8.00 pt is below the 0.5 pt minimum")
+    # A revision this clone lacks (a typo, an experiment run on another machine) is an error, not
+    # "no champion predictions", which reads as a first model and says "better".
+    for base, candidate, unknown in (("f383478", "HEAD", "f383478"), ("HEAD", "no-such-exp", "no-such-exp")):
+        missing = fer_cli("compare", base, candidate, cwd=repo)
+        assert missing.returncode != 0 and "better" not in missing.stdout, missing.stdout
+        assert f"unknown git revision '{unknown}'" in missing.stderr, missing.stderr
+        assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    # A candidate revision without val predictions is never better.
+    (repo / paths["val_predictions"]).unlink()
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "no val"],
+                   cwd=repo, check=True)
+    empty = fer_cli("compare", "HEAD~1", "HEAD", cwd=repo)
+    assert empty.stdout.startswith("not better than HEAD~1: HEAD has no val predictions"), empty.stdout
+    # `fer retrain` checks its base before it trains, not after the hour of training.
+    early = fer_cli("retrain", "--base", "f383478", "--summary", "s.md", "--result", "r.json", cwd=repo)
+    assert early.returncode != 0 and "unknown git revision 'f383478'" in early.stderr, early.stderr
+    assert "exp run" not in early.stderr and not (repo / "s.md").exists()

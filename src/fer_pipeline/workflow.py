@@ -144,6 +144,16 @@ def _git_show(repo: Path, rev: str, path: str) -> str | None:
 
 
 
+def resolve_revision(repo: Path, rev: str) -> str:
+    """The commit ``rev`` names; a revision this clone does not have (a typo, or a DVC experiment
+    run on another machine) is an error, never "no predictions", which would read as a first model."""
+    try:
+        return _run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], repo, capture=True).strip()
+    except FerError:
+        raise FerError(f"unknown git revision {rev!r} in {repo}: check the name, or fetch it (git fetch; "
+                       "a DVC experiment run elsewhere: dvc exp pull <remote> <name>)") from None
+
+
 def stored_predictions_at(repo: Path, rev: str | None) -> dict[str, str]:
     """The val / test prediction CSVs that evaluate wrote, as committed at ``rev`` (git), or in the
     workspace when ``rev`` is None; only those that exist."""
@@ -163,7 +173,12 @@ def compare_revisions(repo: Path, base: str, candidate: str | None = None):
 
     rule = load(["evaluate"], repo / "params.yaml")["evaluate"]
     alpha, min_gain = rule["promote_alpha"], rule["promote_min_gain_points"]
-    new, old = stored_predictions_at(repo, candidate), stored_predictions_at(repo, base)
+    base_commit = resolve_revision(repo, base)
+    new = stored_predictions_at(repo, candidate and resolve_revision(repo, candidate))
+    old = stored_predictions_at(repo, base_commit)
+    if "val" not in new:
+        return registry.keep_champion(alpha, min_gain, f"{candidate or 'the workspace'} has no val predictions "
+                                                       "(run the evaluate stage): nothing to compare")
     if "val" not in old:
         return registry.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with")
     return registry.decide_from_csv(new, old, list(LABELS), alpha, min_gain)
@@ -174,6 +189,7 @@ def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: P
     """``dvc exp run`` with ``overrides`` in ``repo``, compared with ``base``; writes a Markdown
     summary and a JSON result whose ``improved`` is the promotion rule's verdict: the new model's
     val predictions against the val predictions committed at ``base``, paired (McNemar)."""
+    resolve_revision(repo, base)  # before the hour of training, not after it
     dvc = [sys.executable, "-m", "dvc"]
     cmd = [*dvc, "exp", "run", *overrides_as_args(overrides)] + (["-n", name] if name else [])
     _run(cmd, repo)
