@@ -104,8 +104,12 @@ def test_ctrl_c_stops_a_stage_with_one_line_and_exit_status_130(tmp_path):
         "    print('working', flush=True)\n"
         "    time.sleep(60)\n"
         "run_stage('export', export)\n")
+    # SIGINT back to its default first, as in a terminal: a shell's background job (`./test.sh &`)
+    # starts with SIGINT ignored, which the child would inherit, and Python then never raises
+    # KeyboardInterrupt (the test hung 30 s that way).
     p = subprocess.Popen([sys.executable, "slow.py", "model=m", "data=d", "tflite=t", "report=r"], cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert p.stdout.readline() == "working\n"  # inside the stage's work, as a user's Ctrl-C would be
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=30)
