@@ -165,8 +165,6 @@ def test_retrain_summary_table_compares_sweep_members():
     assert rows[1].endswith("| no |") and "against `origin/main`" in table
 
 
-@pytest.mark.slow
-@needs_data
 def _kill_queue_workers(repo: Path) -> None:
     """Kill DVC queue workers still running in ``repo`` (Linux /proc), so none outlives the test."""
     for proc in Path("/proc").glob("[0-9]*"):
@@ -177,6 +175,8 @@ def _kill_queue_workers(repo: Path) -> None:
             continue
 
 
+@pytest.mark.slow
+@needs_data
 def test_queued_sweep_gives_one_named_mlflow_run_per_experiment(tmp_path):
     repo = _copy(tmp_path)
     env = _env(tmp_path)
