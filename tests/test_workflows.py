@@ -232,6 +232,7 @@ def test_fer_compare_applies_the_promotion_rule_to_two_revisions(tmp_path):
         shutil.copy(REPO / f, repo / f)
     paths = declared_paths("evaluate", REPO / "dvc.yaml")
     y = [i % 7 for i in range(100)]
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
     def commit(right: set[int], message: str) -> None:
         text = "actual,predicted\n" + "".join(
@@ -239,7 +240,6 @@ def test_fer_compare_applies_the_promotion_rule_to_two_revisions(tmp_path):
         for key in ("val_predictions", "test_predictions"):
             (repo / paths[key]).parent.mkdir(parents=True, exist_ok=True)
             (repo / paths[key]).write_text(text)
-        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
         subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
         subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
         subprocess.run([*git, "commit", "-q", "-m", message], cwd=repo, check=True)
@@ -261,8 +261,7 @@ def test_fer_compare_applies_the_promotion_rule_to_two_revisions(tmp_path):
         assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr
     # A candidate revision without val predictions is never better.
     (repo / paths["val_predictions"]).unlink()
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "no val"],
-                   cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qam", "no val"], cwd=repo, check=True)
     empty = fer_cli("compare", "HEAD~1", "HEAD", cwd=repo)
     assert empty.stdout.startswith("not better than HEAD~1: HEAD has no val predictions"), empty.stdout
     # `fer retrain` checks its base before it trains, not after the hour of training.

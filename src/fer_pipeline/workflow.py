@@ -173,9 +173,8 @@ def compare_revisions(repo: Path, base: str, candidate: str | None = None):
 
     rule = load(["evaluate"], repo / "params.yaml")["evaluate"]
     alpha, min_gain = rule["promote_alpha"], rule["promote_min_gain_points"]
-    base_commit = resolve_revision(repo, base)
+    old = stored_predictions_at(repo, resolve_revision(repo, base))
     new = stored_predictions_at(repo, candidate and resolve_revision(repo, candidate))
-    old = stored_predictions_at(repo, base_commit)
     if "val" not in new:
         return registry.keep_champion(alpha, min_gain, f"{candidate or 'the workspace'} has no val predictions "
                                                        "(run the evaluate stage): nothing to compare")
