@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-if ! dvc pull data/raw/fer2013.zip.dvc; then
-  echo "error: could not get data/raw/fer2013.zip from the DVC remote 'shared' ($(dvc remote list | head -1))." >&2
+if ! dvc pull data/raw/fer2013.zip.dvc data/raw/fer2013_ferplus_votes.csv.dvc; then
+  echo "error: could not get data/raw/ (FER2013 archive, FER+ votes) from the DVC remote 'shared' ($(dvc remote list | head -1))." >&2
   echo "       Point the remote at your storage (dvc remote modify --local shared url <url>) or put the Kaggle" >&2
   echo "       FER2013 archive at data/raw/fer2013.zip and run 'dvc add data/raw/fer2013.zip' (README, Data)." >&2
   exit 1

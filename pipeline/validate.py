@@ -16,7 +16,9 @@ def main(params: dict, *, interim: str, ingest_report: str, metrics: str, detail
     print(f"validation passed: {s['expectations']} expectations; soft findings: "
           f"{soft['duplicates_within_split']['count']} duplicates within splits, "
           f"{soft['duplicates_across_splits']['count']} val/test images also in train, "
-          f"{soft['near_blank']['count']} near-blank ({html})")
+          f"{soft['near_blank']['count']} near-blank; FER2013 label = FER+ most-voted on "
+          + ", ".join(f"{k} {v['fer2013_agrees_with_most_voted']:.1%}" for k, v in s["ferplus"].items())
+          + f" ({html})")
 
 
 if __name__ == "__main__":

@@ -21,12 +21,32 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from fer_pipeline.labels import CSV_ID_TO_NAME, LABELS  # noqa: E402
+from fer_pipeline.labels import CSV_ID_TO_NAME, FERPLUS_COLUMNS, FERPLUS_TO_LABEL, LABELS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_ARCHIVE = REPO.parent / "shared" / "data" / "fer2013.zip"
 USAGES = ("Training", "PublicTest", "PrivateTest")
 NAME_TO_CSV_ID = {name: i for i, name in CSV_ID_TO_NAME.items()}
+LABEL_TO_FERPLUS = {label: col for col, label in FERPLUS_TO_LABEL.items()}
+
+
+def fixture_votes(k: int, name: str) -> list[int] | None:
+    """FER+ votes (FERPLUS_COLUMNS order) of fixture image ``k`` with FER2013 label ``name``: most
+    agree with the label, some have another most-voted emotion, a tie, a not-a-face majority, or
+    no votes at all (as FER+ publishes for some images)."""
+    if k == 7:
+        return None
+    v = dict.fromkeys(FERPLUS_COLUMNS, 0)
+    own, other = LABEL_TO_FERPLUS[name], "happiness" if name != "happy" else "neutral"
+    if k == 5:
+        v.update({"NF": 6, own: 4})
+    elif k % 9 == 4:
+        v.update({other: 7, own: 3})
+    elif k % 9 == 8:
+        v.update({own: 4, other: 4, "contempt": 1, "unknown": 1})
+    else:
+        v.update({own: 7, other: 2, "contempt": 1})
+    return [v[c] for c in FERPLUS_COLUMNS]
 
 
 def synthetic_face(seed: int) -> np.ndarray:
@@ -73,6 +93,22 @@ class FerFixture:
         self.csv = root / "fer2013.csv"
         self.write_csv(self.csv, [(NAME_TO_CSV_ID[n], " ".join(map(str, decoded(d).ravel())), u)
                                   for _, u, n, d in self.entries])
+        # The FER+ votes joined to the file names (zip, folders) and to the CSV rows, in entry order.
+        self.votes = {rel: fixture_votes(k, n) for k, (rel, _, n, _) in enumerate(self.entries)}
+        self.votes_csv = self.write_votes(root / "votes.csv", self.entries, self.votes)
+
+    @staticmethod
+    def write_votes(path: Path, entries, votes: dict) -> Path:
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["file", "fer2013_row", "usage", *FERPLUS_COLUMNS])
+            for row, (rel, usage, _, _) in enumerate(entries):
+                v = votes.get(rel, "absent")
+                if v == "absent":
+                    continue
+                # FER+ publishes no votes (and no row number) for some images, as the real file does
+                w.writerow([rel, "" if v is None else row, usage, *(v or [""] * len(FERPLUS_COLUMNS))])
+        return path
 
     @staticmethod
     def write_zip(path: Path, entries, extra: dict[str, bytes] | None = None) -> Path:
@@ -110,6 +146,8 @@ def tiny_validate_cfg() -> dict:
         "pixel_mean_range": [60, 200],
         "pixel_std_range": [10, 120],
         "near_blank_std": 3.0,
+        "ferplus_votes_per_image": [9, 10],
+        "ferplus_max_without_votes": 0.05,
     }
 
 

@@ -150,3 +150,58 @@ def test_zip_with_top_level_folder_is_read(fer_fixture, tmp_path):
     assert len(img) == 63
     with zipfile.ZipFile(path) as zf:
         assert zf.namelist()[0].startswith("fer2013/train/")
+
+
+# --- the FER+ votes joined to every image --------------------------------------------------
+
+
+def _votes_by_source(man) -> dict:
+    from fer_pipeline.data import VOTE_COLUMNS
+
+    return {src: man.loc[i, VOTE_COLUMNS].astype(int).tolist() for i, src in man["source"].items()}
+
+
+def test_votes_join_by_file_name_and_by_csv_row_give_every_image_its_own_votes(fer_fixture):
+    from fer_pipeline.data import VOTE_COLUMNS
+
+    img_zip, man_zip, rep = _ingest(fer_fixture.zip, votes=fer_fixture.votes_csv)
+    got = _votes_by_source(man_zip)
+    for rel, votes in fer_fixture.votes.items():  # computed by hand in conftest.fixture_votes
+        assert got[rel] == (votes or [0] * 10), rel
+    assert rep.ferplus["with_votes"] == 62 and rep.ferplus["without_votes"]["count"] == 1
+    assert rep.ferplus["without_votes"]["examples"] == [fer_fixture.entries[7][0]]
+    # the CSV form: same images, joined by row: the same votes per image (matched by pixels)
+    img_csv, man_csv, rep_csv = _ingest(fer_fixture.csv, votes=fer_fixture.votes_csv)
+    assert rep_csv.ferplus["joined_by"] == "fer2013_row"
+    np.testing.assert_array_equal(img_csv, img_zip)
+    assert man_csv[VOTE_COLUMNS].equals(man_zip[VOTE_COLUMNS])
+    # folders: by file name, as the zip
+    _, man_dir, _ = _ingest(fer_fixture.folders, votes=fer_fixture.votes_csv)
+    assert man_dir[VOTE_COLUMNS].equals(man_zip[VOTE_COLUMNS])
+
+
+def test_a_duplicate_image_gets_the_votes_of_its_own_name(fer_fixture, tmp_path):
+    rel, usage, name, data = fer_fixture.entries[0]
+    copy = ("train/angry/Training_77777.jpg", usage, "angry", data)  # same pixels, another name
+    entries = [*fer_fixture.entries, copy]
+    votes = {**fer_fixture.votes, copy[0]: [0, 0, 0, 0, 8, 2, 0, 0, 0, 0]}
+    path = FerFixture.write_zip(tmp_path / "dup.zip", entries)
+    _, man, _ = _ingest(path, votes=FerFixture.write_votes(tmp_path / "v.csv", entries, votes))
+    got = _votes_by_source(man)
+    assert got[copy[0]] == [0, 0, 0, 0, 8, 2, 0, 0, 0, 0]
+    assert got[rel] == fer_fixture.votes[rel]
+
+
+def test_a_missing_or_foreign_votes_file_is_one_line_naming_it(fer_fixture, tmp_path):
+    with pytest.raises(DataError, match=r"FER\+ votes file not found: .*nowhere.csv; get it with `dvc pull`"):
+        _ingest(fer_fixture.zip, votes=tmp_path / "nowhere.csv")
+    # a votes file that lacks one of the archive's images: it belongs to other data
+    votes = {k: v for k, v in fer_fixture.votes.items() if k != fer_fixture.entries[3][0]}
+    short = FerFixture.write_votes(tmp_path / "short.csv", fer_fixture.entries, {**votes})
+    with pytest.raises(DataError, match=r"short.csv: 1 of 63 images have no row in it .*does not belong"):
+        _ingest(fer_fixture.zip, votes=short)
+    # a file with a name twice
+    text = fer_fixture.votes_csv.read_text().splitlines()
+    (tmp_path / "twice.csv").write_text("\n".join([*text, text[1]]) + "\n")
+    with pytest.raises(DataError, match="listed twice"):
+        _ingest(fer_fixture.zip, votes=tmp_path / "twice.csv")

@@ -25,6 +25,7 @@ STAGES = ["ingest", "validate", "preprocess", "train", "evaluate", "export"]
 TINY = {
     "ingest.max_per_class": 0,
     "ingest.workers": 1,
+    "validate.ferplus_max_without_votes": 0.05,
     "validate.split_rows": {"train": [21, 21], "val": [21, 21], "test": [21, 21]},
     "validate.class_share_range": [0.1, 0.2],
     "validate.pixel_mean_range": [60, 200],
@@ -125,6 +126,7 @@ def traced(fer_fixture, tmp_path_factory):
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     (repo / "data/raw").mkdir(parents=True)
     shutil.copy(fer_fixture.zip, repo / "data/raw/fer2013.zip")
+    shutil.copy(fer_fixture.votes_csv, repo / "data/raw/fer2013_ferplus_votes.csv")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for key, value in TINY.items():
         _set(params, key, value)

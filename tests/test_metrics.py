@@ -36,9 +36,9 @@ def test_confusion_rows_are_true_labels_in_canonical_order(tmp_path):
     assert cm.shape == (7, 7)
     assert cm[LABELS.index("sad"), LABELS.index("neutral")] == 2
     assert cm[LABELS.index("sad"), LABELS.index("sad")] == 1 and cm[0, 0] == 1
-    write_predictions_csv(tmp_path / "p.csv", y_true, y_pred)
+    write_predictions_csv(tmp_path / "p.csv", y_true, y_pred, np.array([LABELS.index("neutral"), -1, -1, -1]))
     lines = (tmp_path / "p.csv").read_text().splitlines()
-    assert lines[:2] == ["actual,predicted", "sad,neutral"] and lines[-1] == "angry,angry"
+    assert lines[:2] == ["actual,predicted,ferplus", "sad,neutral,neutral"] and lines[-1] == "angry,angry,"
 
 
 class FixedModel:

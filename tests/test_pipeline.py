@@ -17,9 +17,12 @@ from conftest import REAL_ARCHIVE, REPO
 from helpers import repo_params, stage_cmd
 
 ARCHIVE = REPO / "data/raw/fer2013.zip" if (REPO / "data/raw/fer2013.zip").exists() else REAL_ARCHIVE
+VOTES = REPO / "data/raw/fer2013_ferplus_votes.csv"
+VOTES = VOTES if VOTES.exists() else REAL_ARCHIVE.parent / "ferplus" / VOTES.name
 needs_archive = pytest.mark.skipif(
-    not ARCHIVE.exists(), reason=f"FER2013 archive absent (looked for data/raw/fer2013.zip and {REAL_ARCHIVE}); "
-                                 "run `dvc pull` to get it")
+    not ARCHIVE.exists() or not VOTES.exists(),
+    reason=f"FER2013 archive or FER+ votes absent (looked for data/raw/ and {REAL_ARCHIVE.parent}); "
+           "run `dvc pull` to get them")
 
 TRUE_COUNTS = {
     "train": {"total": 28709, "angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "neutral": 4965,
@@ -60,6 +63,9 @@ def full_params(**sections) -> str:
      "error: params.yaml: preprocess.augment.rotation: input should be less than or equal to 0.5, got 2.0"),
     (lambda p: p["evaluate"].pop("promote_alpha"),
      "error: params.yaml: evaluate.promote_alpha: missing key"),
+    (lambda p: p["train"].__setitem__("labels", "ferplus"),
+     "error: params.yaml: train.labels: input should be 'fer2013', 'ferplus_majority' or 'ferplus_soft', "
+     "got 'ferplus'"),
     (lambda p: p["train"]["progressive"].__setitem__("epochs", 22),
      "error: params.yaml: train: progressive.epochs (22) must be below epochs (22)"),
 ])
@@ -148,7 +154,8 @@ def test_validate_stage_exits_non_zero_with_one_line_on_hard_failure(fer_fixture
 
 def test_ingest_stage_reports_a_missing_archive_in_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text(full_params(
-        ingest={"input": "data/raw/fer2013.zip", "max_per_class": 0, "seed": 0, "workers": 1}))
+        ingest={"input": "data/raw/fer2013.zip", "votes": "data/raw/fer2013_ferplus_votes.csv",
+                "max_per_class": 0, "seed": 0, "workers": 1}))
     r = subprocess.run(stage_cmd("ingest"), cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.strip().startswith("error: input not found: data/raw/fer2013.zip; get it with `dvc pull`")
@@ -164,7 +171,8 @@ def test_ingest_and_preprocess_twice_give_identical_bytes(fer_fixture, tmp_path,
         work = tmp_path / run
         work.mkdir()
         (work / "params.yaml").write_text(full_params(
-            ingest={"input": str(fer_fixture.zip), "max_per_class": 0, "seed": 0, "workers": 1},
+            ingest={"input": str(fer_fixture.zip), "votes": str(fer_fixture.votes_csv), "max_per_class": 0,
+                    "seed": 0, "workers": 1},
             validate=tiny_validate_cfg))
         for stage in ("ingest", "validate", "preprocess"):
             subprocess.run(stage_cmd(stage), cwd=work, check=True, capture_output=True)
@@ -176,7 +184,7 @@ def test_ingest_and_preprocess_twice_give_identical_bytes(fer_fixture, tmp_path,
 
 @needs_archive
 def test_real_archive_ingest_and_validate_give_the_true_counts():
-    images, manifest, report = ingest(ARCHIVE, progress=False)
+    images, manifest, report = ingest(ARCHIVE, progress=False, votes=VOTES)
     summary = validate(images, manifest, repo_params()["validate"], report.summary())
     assert summary["success"], [c for c in summary["checks"] if not c["success"]]
     counts = summary["counts"]
@@ -188,6 +196,13 @@ def test_real_archive_ingest_and_validate_give_the_true_counts():
     soft = summary["soft"]
     assert soft["duplicates_within_split"]["count"] > 1000 and soft["duplicates_across_splits"]["count"] > 0
     assert soft["near_blank"]["count"] > 0
+    # FER+: 175 images without votes (shared/data/ferplus/README.md), and the most-voted counts and
+    # agreement with FER2013's labels that README gives per split
+    assert report.ferplus["without_votes"]["count"] == 175
+    fp = summary["ferplus"]
+    assert [fp[s]["with_most_voted"] for s in ("train", "val", "test")] == [26777, 3372, 3349]
+    agree = [round(fp[s]["fer2013_agrees_with_most_voted"], 3) for s in ("train", "val", "test")]
+    assert agree == [0.658, 0.654, 0.656]
 
 
 @pytest.mark.slow

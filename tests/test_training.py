@@ -33,7 +33,7 @@ def tiny_params() -> dict:
 @pytest.fixture(scope="module")
 def processed(fer_fixture, tmp_path_factory):
     d = tmp_path_factory.mktemp("processed")
-    img, man, _ = ingest(fer_fixture.zip, workers=1, progress=False)
+    img, man, _ = ingest(fer_fixture.zip, workers=1, progress=False, votes=fer_fixture.votes_csv)
     p = tiny_params()
     summary = run_preprocess(img, man, p["preprocess"], str(d / "data"))
     (d / "preprocess.json").write_text(json.dumps(summary))

@@ -12,7 +12,7 @@ from conftest import FerFixture, jpeg_bytes
 
 @pytest.fixture(scope="module")
 def tiny(fer_fixture):
-    img, man, rep = ingest(fer_fixture.zip, workers=1, progress=False)
+    img, man, rep = ingest(fer_fixture.zip, workers=1, progress=False, votes=fer_fixture.votes_csv)
     return img, man, rep.summary()
 
 

@@ -28,14 +28,19 @@ from tqdm import tqdm
 
 from .errors import DataError
 from .fsutil import atomic_path, write_json
-from .labels import LABELS, SPLITS, USAGE_TO_SPLIT, csv_id_to_label_id, label_id
+from .labels import FERPLUS_COLUMNS, LABELS, SPLITS, USAGE_TO_SPLIT, csv_id_to_label_id, label_id
 
 SIZE = 48
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
+VOTE_COLUMNS = [f"votes_{c}" for c in FERPLUS_COLUMNS]  # FER+ vote counts; all 0 = no votes
 MANIFEST_COLUMNS = [
     "row_id", "split", "usage", "label", "label_name", "source", "pixel_hash",
-    "height", "width", "mean", "std",
+    "height", "width", "mean", "std", *VOTE_COLUMNS,
 ]
+GET_VOTES_HINT = (
+    "get it with `dvc pull` (remote 'shared'), or build it from microsoft/FERPlus's fer2013new.csv "
+    "(see README, 'Data')"
+)
 GET_DATA_HINT = (
     "get it with `dvc pull` (remote 'shared'), or place the Kaggle FER2013 archive at "
     "data/raw/fer2013.zip and run `dvc add data/raw/fer2013.zip` (see README, 'Data')"
@@ -58,6 +63,7 @@ class IngestReport:
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> sources
     converted: dict[str, list[str]] = field(default_factory=dict)  # reason -> sources
     empty_class_folders: list[str] = field(default_factory=list)
+    ferplus: dict = field(default_factory=dict)  # the join of the FER+ votes (join_votes)
 
     def skip(self, reason: str, source: str) -> None:
         self.skipped.setdefault(reason, []).append(source)
@@ -73,6 +79,7 @@ class IngestReport:
             "converted": {k: {"count": len(v), "examples": v[:examples]} for k, v in self.converted.items()},
             "converted_total": sum(len(v) for v in self.converted.values()),
             "empty_class_folders": self.empty_class_folders,
+            "ferplus": self.ferplus,
         }
 
 
@@ -284,9 +291,73 @@ def _subset(records: list[Record], max_per_class: int, seed: int) -> list[Record
     return out
 
 
+def read_votes(path: str | os.PathLike) -> pd.DataFrame:
+    """The FER+ votes file (``file, fer2013_row, usage`` and the ten vote columns; a row with empty
+    votes is an image FER+ published none for) -> a frame with int vote columns (0 where empty)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"FER+ votes file not found: {path}; {GET_VOTES_HINT}")
+    try:
+        votes = pd.read_csv(path, dtype={"file": str, "usage": str})
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]}); {GET_VOTES_HINT}") from None
+    missing = [c for c in ("file", "fer2013_row", "usage", *FERPLUS_COLUMNS) if c not in votes]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected file, fer2013_row, usage, "
+                        + ", ".join(FERPLUS_COLUMNS))
+    dup = votes["file"].dropna()[votes["file"].dropna().duplicated()]
+    if len(dup):
+        raise DataError(f"{path}: {len(dup)} file name(s) listed twice (e.g. {dup.iloc[0]}): one row per image")
+    counts = votes[list(FERPLUS_COLUMNS)]
+    votes["has_votes"] = counts.notna().all(axis=1)
+    votes[list(FERPLUS_COLUMNS)] = counts.fillna(0).astype(np.int16)
+    return votes
+
+
+def join_votes(manifest: pd.DataFrame, form: str, votes_path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
+    """Add the FER+ vote columns (``VOTE_COLUMNS``) to every image: by file name for the zip and
+    folder forms, by row of ``fer2013.csv`` for the CSV form. An image without votes must be one
+    the votes file itself lists without votes (FER+ published none); any other image the file
+    does not know, or a split that disagrees, means the file belongs to other data: an error."""
+    votes = read_votes(votes_path)
+    if form == "csv":
+        # source "fer2013.csv:<line>", line 1 the header: 0-based data row = line - 2
+        key = manifest["source"].str.rsplit(":", n=1).str[1].astype(np.int64) - 2
+        table = votes.dropna(subset=["fer2013_row"]).assign(key=lambda d: d["fer2013_row"].astype(np.int64))
+    else:
+        key = manifest["source"]
+        table = votes.assign(key=votes["file"])
+    table = table.drop_duplicates("key").set_index("key")
+    found = key.isin(table.index)
+    unlisted_allowed = int((~votes["has_votes"]).sum()) if form == "csv" else 0
+    if int((~found).sum()) > unlisted_allowed:
+        example = manifest.loc[~found, "source"].iloc[0]
+        raise DataError(f"{votes_path}: {int((~found).sum())} of {len(manifest)} images have no row in it "
+                        f"(e.g. {example}): the votes file does not belong to this archive; {GET_VOTES_HINT}")
+    rows = table.reindex(key.to_numpy())
+    usage_ok = ~found.to_numpy() | (rows["usage"].to_numpy() == manifest["usage"].to_numpy())
+    if not usage_ok.all():
+        example = manifest.loc[~usage_ok, "source"].iloc[0]
+        raise DataError(f"{votes_path}: {int((~usage_ok).sum())} images are in another split there than in the "
+                        f"archive (e.g. {example}): the votes file does not belong to this archive; {GET_VOTES_HINT}")
+    out = manifest.copy()
+    for col, name in zip(VOTE_COLUMNS, FERPLUS_COLUMNS):
+        out[col] = rows[name].fillna(0).to_numpy().astype(np.int16)
+    has = rows["has_votes"].fillna(False).to_numpy(bool)
+    no_votes = manifest.loc[~has, "source"]
+    summary = {"votes_file": str(votes_path), "joined_by": "fer2013_row" if form == "csv" else "file name",
+               "with_votes": int(has.sum()),
+               "without_votes": {"count": int(len(no_votes)), "examples": no_votes.head(10).tolist(),
+                                 "reason": "FER+ published no votes for these images (most: FER+ marks them "
+                                           "as not a face)"}}
+    return out, summary
+
+
 def ingest(path: str | os.PathLike, max_per_class: int = 0, seed: int = 0, workers: int = 2,
-           progress: bool = True) -> tuple[np.ndarray, pd.DataFrame, IngestReport]:
-    """Read FER2013 from ``path`` (zip, folders or csv) -> (images N x 48 x 48 uint8, manifest, report)."""
+           progress: bool = True, votes: str | os.PathLike | None = None
+           ) -> tuple[np.ndarray, pd.DataFrame, IngestReport]:
+    """Read FER2013 from ``path`` (zip, folders or csv) -> (images N x 48 x 48 uint8, manifest, report).
+    ``votes``: the FER+ votes file, joined to every image (``join_votes``); None: vote columns all 0."""
     path = Path(path)
     report = IngestReport(form=detect_form(path))
     lister = {"zip": list_zip, "folders": list_folders, "csv": list_csv}[report.form]
@@ -325,6 +396,11 @@ def ingest(path: str | os.PathLike, max_per_class: int = 0, seed: int = 0, worke
     order = df.sort_values(["_split_order", "label", "pixel_hash", "source"], kind="stable").index.to_numpy()
     df = df.loc[order].drop(columns="_split_order").reset_index(drop=True)
     df.insert(0, "row_id", np.arange(len(df), dtype=np.int64))
+    if votes is not None:
+        df, report.ferplus = join_votes(df, report.form, votes)
+    else:
+        for col in VOTE_COLUMNS:
+            df[col] = np.int16(0)
     return arr[order], df[MANIFEST_COLUMNS], report
 
 
@@ -354,8 +430,9 @@ def split_counts(manifest: pd.DataFrame) -> dict:
 
 
 def run_ingest(input_path: str, out_dir: str, report_path: str, max_per_class: int = 0,
-               seed: int = 0, workers: int = 2) -> dict:
-    images, manifest, report = ingest(input_path, max_per_class=max_per_class, seed=seed, workers=workers)
+               seed: int = 0, workers: int = 2, votes: str | None = None) -> dict:
+    images, manifest, report = ingest(input_path, max_per_class=max_per_class, seed=seed, workers=workers,
+                                      votes=votes)
     save_arrays(images, manifest, out_dir)
     summary = {"images": int(len(images)), "counts": split_counts(manifest), **report.summary()}
     write_json(report_path, summary)

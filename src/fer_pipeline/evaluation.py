@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import plots
 from .fsutil import write_json, write_text
-from .metrics import confusion, evaluate_model, with_interval
+from .metrics import confusion, evaluate_model, ferplus_scoreboard, with_interval
 from .registry import register_and_decide, write_predictions_csv
 from .report import describe_model, headline, model_card, pick_examples
 
@@ -48,9 +48,12 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
 
     from . import tracking
     from .errors import FerError
-    from .fsutil import load_split
+    from .fsutil import load_split, load_votes
+    from .registry import TARGET_COLUMN, TARGET_TEXT
+    from .targets import most_voted
 
     cfg = params["evaluate"]
+    target = params["train"]["labels"]
     if not Path(model).exists():
         raise FerError(f"{model} not found: run the train stage first (`dvc repro train`)")
     keras_model = keras.models.load_model(model)
@@ -59,10 +62,19 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
     labels_pred = {s: preds[s].argmax(1) for s in splits}
     for s, (_, y) in splits.items():
         results[s] = with_interval(results[s], y, labels_pred[s])
+    # The second scoreboard: the FER+ most-voted label, on the images that have one.
+    majority = {}
+    for s in splits:
+        votes = load_votes(data, s)
+        if votes is None:
+            raise FerError(f"{data}/{s}.npz has no FER+ votes: rerun `dvc repro` (ingest joins them)")
+        majority[s] = most_voted(votes)
+        results[f"{s}_ferplus"] = ferplus_scoreboard(majority[s], preds[s], preds.get(f"{s}_tta"))
+    results["target"] = {"labels": target, "promotion_judged_against": TARGET_TEXT[TARGET_COLUMN[target]]}
     x, y = splits["test"]
     y_pred = labels_pred["test"]
-    write_predictions_csv(test_predictions, y, y_pred)
-    write_predictions_csv(val_predictions, splits["val"][1], labels_pred["val"])
+    write_predictions_csv(test_predictions, y, y_pred, majority["test"])
+    write_predictions_csv(val_predictions, splits["val"][1], labels_pred["val"], majority["val"])
     flat = {
         **{f"test_{k}": v for k, v in results["test"].items() if k not in ("per_class", "accuracy_ci95")},
         # "eval_val_": the plain "val_accuracy" is training's per-epoch curve in the same run
@@ -71,6 +83,10 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
         "test_accuracy_ci95_high": results["test"]["accuracy_ci95"][1],
         **{f"combined_{k}": v for k, v in results["combined_test_folder"].items() if k != "images"},
         **{f"test_f1_{k}": v["f1"] for k, v in results["test"]["per_class"].items()},
+        **{f"{s}_ferplus_{k}": v for s in splits for k, v in results[f"{s}_ferplus"].items()
+           if k != "accuracy_ci95"},
+        "test_ferplus_accuracy_ci95_low": results["test_ferplus"]["accuracy_ci95"][0],
+        "test_ferplus_accuracy_ci95_high": results["test_ferplus"]["accuracy_ci95"][1],
     }
     reports = {name: json.loads(Path(p).read_text()) if Path(p).exists() else {}
                for name, p in (("train", train_metrics), ("preprocess", preprocess_report),
@@ -103,7 +119,7 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
         if cfg["register"]:
             candidate = {"val": Path(val_predictions).read_text(), "test": Path(test_predictions).read_text()}
             decision = register_and_decide(run_id, cfg["registered_model"], candidate,
-                                           cfg["promote_alpha"], cfg["promote_min_gain_points"])
+                                           cfg["promote_alpha"], cfg["promote_min_gain_points"], target)
             mlflow.set_tags({"registry_version": str(decision["version"]), "registry_alias": decision["alias"],
                              "registry_decision": decision["reason"][:500]})
             if decision["p_value"] is not None:
@@ -120,9 +136,13 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
                                              describe_model(keras_model)))
         mlflow.log_artifact(model_card_md, "report")
         mlflow.log_artifact(details, "report")
-    t = results["test"]
+    t, f = results["test"], results["test_ferplus"]
     print(f"test (PrivateTest) accuracy {t['accuracy']:.4f} (95% CI {t['accuracy_ci95'][0]:.4f}-"
           f"{t['accuracy_ci95'][1]:.4f})"
           + (f", {t['tta_accuracy']:.4f} with {t['tta_views']}-view TTA" if "tta_accuracy" in t else "")
-          + f", macro-F1 {t['macro_f1']:.4f}; val {results['val']['accuracy']:.4f}; report {model_card_md}")
+          + f", macro-F1 {t['macro_f1']:.4f}; against the FER+ most-voted label {f['accuracy']:.4f} "
+          f"({f['accuracy_ci95'][0]:.4f}-{f['accuracy_ci95'][1]:.4f}, {f['images']:,} images)"
+          + (f", {f['tta_accuracy']:.4f} with TTA" if "tta_accuracy" in f else "")
+          + f"; val {results['val']['accuracy']:.4f} (FER+ {results['val_ferplus']['accuracy']:.4f}); "
+          f"trained on {target}; report {model_card_md}")
     return {"metrics": results, "decision": decision}

@@ -63,3 +63,12 @@ def load_split(data_dir: str | os.PathLike, split: str):
         raise DataError(f"{path} not found: run the preprocess stage first (`dvc repro preprocess`)")
     with np.load(path) as z:
         return z["x"], z["y"]
+
+
+def load_votes(data_dir: str | os.PathLike, split: str):
+    """The FER+ votes (n, 10) of ``<data_dir>/<split>.npz``, in ``load_split``'s order; None when
+    the file predates the votes."""
+    import numpy as np
+
+    with np.load(Path(data_dir) / f"{split}.npz") as z:
+        return z["votes"] if "votes" in z.files else None

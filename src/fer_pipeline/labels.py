@@ -33,3 +33,13 @@ def csv_id_to_label_id(csv_id: int) -> int:
     if csv_id not in CSV_ID_TO_NAME:
         raise ValueError(f"CSV emotion {csv_id} outside 0-6")
     return LABEL_TO_ID[CSV_ID_TO_NAME[csv_id]]
+
+# FER+ (Barsoum et al. 2016, arXiv 1608.01041): 10 crowd taggers voted on every FER2013 image.
+# Vote columns in the order of FER+'s fer2013new.csv; the first seven are FER2013's emotions under
+# other names. Contempt, unknown and NF (not a face) have no FER2013 class.
+FERPLUS_COLUMNS: tuple[str, ...] = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                                    "contempt", "unknown", "NF")
+FERPLUS_TO_LABEL: dict[str, str] = {"neutral": "neutral", "happiness": "happy", "surprise": "surprise",
+                                    "sadness": "sad", "anger": "angry", "disgust": "disgust", "fear": "fear"}
+# Training targets (params: train.labels).
+TARGETS: tuple[str, ...] = ("fer2013", "ferplus_majority", "ferplus_soft")

@@ -102,3 +102,16 @@ def with_interval(m: dict, y: np.ndarray, y_pred: np.ndarray) -> dict:
     """Add the 95% Wilson interval of the accuracy to a split's metrics."""
     lo, hi = wilson_interval(int(np.sum(y == y_pred)), int(len(y)))
     return {**m, "accuracy_ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def ferplus_scoreboard(majority: np.ndarray, probs: np.ndarray, tta_probs: np.ndarray | None = None) -> dict:
+    """Accuracy against the FER+ most-voted label (``majority``: label ids, -1 = none) on the
+    images that have one, with its 95% Wilson interval, macro-F1 and (given) the TTA accuracy."""
+    has = np.asarray(majority) >= 0
+    y, pred = np.asarray(majority)[has], probs[has].argmax(1)
+    m = classification_metrics(y, pred)
+    out = {"images": int(has.sum()), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    out = with_interval(out, y, pred)
+    if tta_probs is not None:
+        out["tta_accuracy"] = classification_metrics(y, tta_probs[has].argmax(1))["accuracy"]
+    return out

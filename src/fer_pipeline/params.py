@@ -29,7 +29,7 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "preprocess": ["preprocess.drop_cross_split_duplicates", "preprocess.drop_train_duplicates",
                    "preprocess.drop_near_blank", "preprocess.near_blank_std", "preprocess.class_weights"],
     "train": ["preprocess.augment", "train", "tracking"],
-    "evaluate": ["evaluate", "tracking"],
+    "evaluate": ["evaluate", "train.labels", "tracking"],
     "export": ["export"],
 }
 
@@ -58,6 +58,7 @@ IntPair = Annotated[list[NonNegInt], Field(min_length=2, max_length=2), AfterVal
 
 class Ingest(Section):
     input: Annotated[str, Field(min_length=1)]
+    votes: Annotated[str, Field(min_length=1)]
     max_per_class: NonNegInt
     seed: int
     workers: PosInt
@@ -75,6 +76,8 @@ class Validate(Section):
     pixel_mean_range: Pair
     pixel_std_range: Pair
     near_blank_std: Annotated[float, Field(ge=0)]
+    ferplus_votes_per_image: IntPair
+    ferplus_max_without_votes: Fraction
 
 
 class Augment(Section):
@@ -134,6 +137,7 @@ class Progressive(Section):
 
 class Train(Section):
     profile: Literal["cpu", "gpu"]
+    labels: Literal["fer2013", "ferplus_majority", "ferplus_soft"]
     model: ModelChoice
     epochs: PosInt
     batch_size: PosInt

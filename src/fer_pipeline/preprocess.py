@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .data import VOTE_COLUMNS
 from .fsutil import atomic_path
 from .labels import LABELS, NUM_CLASSES, SPLITS
 
@@ -50,13 +51,15 @@ def class_weights(labels: np.ndarray, method: str) -> list[float]:
 
 
 def save_splits(images: np.ndarray, manifest: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, int]:
-    """One ``<split>.npz`` per split with ``x`` (n, 48, 48, 1) uint8, ``y`` int64, ``row_id``."""
+    """One ``<split>.npz`` per split with ``x`` (n, 48, 48, 1) uint8, ``y`` int64 (FER2013 labels),
+    ``votes`` (n, 10) int16 (FER+ votes, ``labels.FERPLUS_COLUMNS`` order), ``row_id``."""
     sizes = {}
     for split in SPLITS:
         sub = manifest[manifest["split"] == split]
         idx = sub["row_id"].to_numpy()
         with atomic_path(Path(out_dir) / f"{split}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, x=images[idx][..., None], y=sub["label"].to_numpy(np.int64), row_id=idx)
+            np.savez(fh, x=images[idx][..., None], y=sub["label"].to_numpy(np.int64), row_id=idx,
+                     votes=sub[VOTE_COLUMNS].to_numpy(np.int16))
         sizes[split] = int(len(sub))
     return sizes
 

@@ -10,8 +10,13 @@ where b = images the candidate gets right and the champion wrong, c = the revers
 accuracy difference in points, and p = McNemar's exact (two-sided binomial) test on b and c. The
 same comparison on test (PrivateTest) is reported beside it and never decides.
 
-Predictions are stored as CSV (``actual,predicted`` label names, one row per image in the split's
-fixed order) with each evaluate run in MLflow and in ``reports/eval/``.
+Which labels count as right is the candidate's training target (``train.labels``): FER2013's
+(column ``actual``, every image) or the FER+ most-voted label (column ``ferplus``, the images that
+have one). Either way both sides are paired on the same images.
+
+Predictions are stored as CSV (``actual,predicted,ferplus`` label names, one row per image in the
+split's fixed order; ``ferplus`` empty where FER+ has no most-voted label) with each evaluate run in
+MLflow and in ``reports/eval/``.
 """
 
 from __future__ import annotations
@@ -81,12 +86,18 @@ class Decision:
         return asdict(self)
 
 
-def rule_text(alpha: float, min_gain_points: float) -> str:
+# train.labels -> the predictions CSV column that holds the labels promotion is judged against
+TARGET_COLUMN = {"fer2013": "actual", "ferplus_majority": "ferplus", "ferplus_soft": "ferplus"}
+TARGET_TEXT = {"actual": "FER2013 labels", "ferplus": "FER+ most-voted labels"}
+
+
+def rule_text(alpha: float, min_gain_points: float, column: str = "actual") -> str:
     return (f"promote iff val gain >= {min_gain_points} pt and McNemar exact p < {alpha} "
-            f"(paired on the same PublicTest images)")
+            f"(paired on the same PublicTest images, against {TARGET_TEXT[column]})")
 
 
-def decide(val: Comparison, test: Comparison | None, alpha: float, min_gain_points: float) -> Decision:
+def decide(val: Comparison, test: Comparison | None, alpha: float, min_gain_points: float,
+           column: str = "actual") -> Decision:
     """The promotion rule (module docstring)."""
     better = (val.gain_points >= min_gain_points and val.b_candidate_only > val.c_champion_only
               and val.p_value < alpha)
@@ -96,7 +107,8 @@ def decide(val: Comparison, test: Comparison | None, alpha: float, min_gain_poin
         why = f"val gain {val.gain_points:+.2f} pt is below the {min_gain_points} pt minimum (p = {val.p_value:.3g})"
     else:
         why = f"val gain {val.gain_points:+.2f} pt is not significant: p = {val.p_value:.3g} >= {alpha}"
-    return Decision(better, rule_text(alpha, min_gain_points), why, asdict(val), asdict(test) if test else None)
+    return Decision(better, rule_text(alpha, min_gain_points, column), why, asdict(val),
+                    asdict(test) if test else None)
 
 
 def first_model(alpha: float, min_gain_points: float, reason: str = "no champion yet") -> Decision:
@@ -109,39 +121,48 @@ def keep_champion(alpha: float, min_gain_points: float, reason: str) -> Decision
 
 
 
-def read_predictions_csv(text: str, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``actual,predicted`` CSV text -> (true label ids, predicted label ids)."""
+def read_predictions_csv(text: str, labels: list[str], column: str = "actual") -> tuple[np.ndarray, np.ndarray]:
+    """Predictions CSV text -> (true label ids from ``column``, -1 where empty; predicted label ids)."""
     index = {name: i for i, name in enumerate(labels)}
     rows = list(csv.DictReader(io.StringIO(text)))
-    return (np.array([index[r["actual"]] for r in rows], np.int64),
+    if rows and column not in rows[0]:
+        raise ValueError(f"predictions CSV has no column {column!r} (written before the FER+ labels)")
+    return (np.array([index[r[column]] if r[column] else -1 for r in rows], np.int64),
             np.array([index[r["predicted"]] for r in rows], np.int64))
 
 
 def decide_from_csv(candidate: dict[str, str], champion: dict[str, str], labels: list[str], alpha: float,
-                    min_gain_points: float) -> Decision:
-    """The rule applied to stored predictions: ``{"val": csv_text, "test": csv_text}`` for each side.
-    Predictions of different images (another data version) cannot be paired: the champion stays."""
+                    min_gain_points: float, target: str = "fer2013") -> Decision:
+    """The rule applied to stored predictions: ``{"val": csv_text, "test": csv_text}`` for each side,
+    judged against the labels of the candidate's training ``target`` (``train.labels``; the
+    candidate's CSV holds them). Predictions of different images (another data version) cannot be
+    paired: the champion stays."""
+    column = TARGET_COLUMN[target]
     comps = {}
     for split in ("val", "test"):
         if split not in champion or split not in candidate:
             continue
-        y_new, p_new = read_predictions_csv(candidate[split], labels)
-        y_old, p_old = read_predictions_csv(champion[split], labels)
-        if len(y_new) != len(y_old) or not np.array_equal(y_new, y_old):
+        same_new, p_new = read_predictions_csv(candidate[split], labels)
+        same_old, p_old = read_predictions_csv(champion[split], labels)
+        if len(same_new) != len(same_old) or not np.array_equal(same_new, same_old):
             return keep_champion(alpha, min_gain_points,
                                  f"the champion's {split} predictions are of other images "
-                                 f"({len(y_old)} vs {len(y_new)}): no paired comparison, champion kept")
-        comps[split] = compare(split, y_new, p_new, p_old)
+                                 f"({len(same_old)} vs {len(same_new)}): no paired comparison, champion kept")
+        y, _ = read_predictions_csv(candidate[split], labels, column)
+        has = y >= 0
+        comps[split] = compare(split, y[has], p_new[has], p_old[has])
     if "val" not in comps:
         return keep_champion(alpha, min_gain_points, "the champion has no stored val predictions: champion kept")
-    return decide(comps["val"], comps.get("test"), alpha, min_gain_points)
+    return decide(comps["val"], comps.get("test"), alpha, min_gain_points, column)
 
-def write_predictions_csv(path, y_true: np.ndarray, y_pred: np.ndarray) -> None:
-    """Per-image ``actual,predicted`` label names: the input of DVC's confusion template."""
+def write_predictions_csv(path, y_true: np.ndarray, y_pred: np.ndarray, ferplus: np.ndarray | None = None) -> None:
+    """Per-image ``actual,predicted,ferplus`` label names (FER2013 label, prediction, FER+ most-voted
+    label or empty): the input of DVC's confusion template and of the promotion rule."""
+    ferplus = np.full(len(y_true), -1) if ferplus is None else ferplus
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["actual", "predicted"])
-        w.writerows((LABELS[a], LABELS[b]) for a, b in zip(y_true, y_pred))
+        w.writerow(["actual", "predicted", "ferplus"])
+        w.writerows((LABELS[a], LABELS[b], LABELS[f] if f >= 0 else "") for a, b, f in zip(y_true, y_pred, ferplus))
 
 
 # MLflow: the registered model's versions, aliases and their stored predictions
@@ -175,7 +196,7 @@ def stored_predictions(run_id: str) -> dict[str, str]:
 
 
 def register_and_decide(run_id: str, model_name: str, candidate: dict[str, str], alpha: float,
-                        min_gain_points: float) -> dict:
+                        min_gain_points: float, target: str = "fer2013") -> dict:
     """Register the model logged by ``run_id`` (whose evaluation, with ``candidate`` predictions,
     is stored in the same run); move ``@champion`` to it only if the rule (module docstring) says it beats
     the current champion on val, else give it ``@challenger``. Idempotent per run: evaluating the
@@ -209,7 +230,7 @@ def register_and_decide(run_id: str, model_name: str, candidate: dict[str, str],
         decision = first_model(alpha, min_gain_points, "first registered version: no champion yet")
     else:
         stored = stored_predictions(champ.run_id)
-        decision = decide_from_csv(candidate, stored, list(LABELS), alpha, min_gain_points)
+        decision = decide_from_csv(candidate, stored, list(LABELS), alpha, min_gain_points, target)
         decision.reason = f"{decision.reason} (champion v{champ.version})"
     version = mlflow.register_model(logged_model_uri(run_id), model_name).version
     alias = "champion" if decision.promote else "challenger"

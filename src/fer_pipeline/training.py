@@ -71,7 +71,8 @@ def get_strategy(name: str):
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
                  aug: AugmentConfig | None = None, sample_weights: np.ndarray | None = None,
                  seed: int = 0, shrink: tuple[int, int] | None = None):
-    """(images float32 0-255, one-hot labels[, weights]) batches. Training: shuffled, repeated,
+    """(images float32 0-255, target rows, weights) batches; ``y`` is label ids (one-hot here) or
+    (n, 7) target rows already (FER+ soft or majority targets, ``targets.make_targets``). Training: shuffled, repeated,
     augmented per batch with stateless seeds (seed, batch index), parallel and prefetched.
     ``shrink`` = (batches, side): the first ``batches`` training batches are scaled down to ``side``
     x ``side`` after augmentation (progressive resizing; area-averaging, as ``antialias`` does)."""
@@ -80,7 +81,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
     from .augment import AugmentConfig, augment_batch, mixup
 
     AUTOTUNE = tf.data.AUTOTUNE
-    onehot = np.eye(NUM_CLASSES, dtype=np.float32)[y]
+    onehot = np.eye(NUM_CLASSES, dtype=np.float32)[y] if y.ndim == 1 else y.astype(np.float32)
     weights = sample_weights if sample_weights is not None else np.ones(len(y), np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x, onehot, weights.astype(np.float32)))
     if training:
@@ -201,7 +202,7 @@ def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.
     x, y = train_xy
     batch, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
     steps = math.ceil(len(x) / batch)
-    weights = np.asarray(class_weight, np.float32)[y] if class_weight else None
+    weights = np.asarray(class_weight, np.float32)[y if y.ndim == 1 else y.argmax(1)] if class_weight else None
     aug = AugmentConfig.from_params(aug_params, int(cfg["crop_size"]))
     # Progressive resizing: the first `small_epochs` epochs on faces scaled to `small` x `small`.
     small_epochs, small = int(cfg["progressive"]["epochs"]), int(cfg["progressive"]["size"])
@@ -257,6 +258,26 @@ def augmentation_preview(x: np.ndarray, aug: AugmentConfig, n: int = 8, seed: in
                       "Training augmentation preview")
 
 
+def training_targets(data: str, labels: str):
+    """``(train (x, y), val (x, y), dropped)`` under the target ``labels`` (``targets`` module): y is
+    label ids for ``fer2013`` (the stream of the plain pipeline), else (n, 7) target rows; images a
+    FER+ target cannot use are left out and counted per split and reason."""
+    from .fsutil import load_split, load_votes
+    from .targets import check_target, make_targets
+
+    check_target(labels)
+    out, dropped = [], {}
+    for split in ("train", "val"):
+        x, y = load_split(data, split)
+        if labels == "fer2013":
+            out.append((x, y))
+            continue
+        t = make_targets(labels, y, load_votes(data, split), training=split == "train")
+        out.append((x[t.keep], t.y))
+        dropped[split] = t.dropped
+    return out[0], out[1], dropped
+
+
 def run_train(params: dict, *, data: str, preprocess_report: str, model: str, run_info: str, metrics: str,
               history: str, curves: str, preview: str, root: str = ".") -> dict:
     """The train stage: fit on ``data``/{train,val}.npz, save the model and reports, log everything
@@ -265,13 +286,16 @@ def run_train(params: dict, *, data: str, preprocess_report: str, model: str, ru
 
     from . import plots, tracking
     from .augment import AugmentConfig
-    from .fsutil import load_split
+    from .errors import FerError
 
     cfg = params["train"]
     strategy = get_strategy(cfg["distribute"])
-    train_xy, val_xy = load_split(data, "train"), load_split(data, "val")
+    train_xy, val_xy, dropped = training_targets(data, cfg["labels"])
     prep = json.loads(Path(preprocess_report).read_text())  # class weights
     weights = list(prep["class_weights"].values())
+    if cfg["labels"] != "fer2013" and any(w != 1.0 for w in weights):
+        raise FerError(f"preprocess.class_weights are counted on FER2013's labels: with train.labels "
+                       f"{cfg['labels']} set preprocess.class_weights none")
     aug_params = params["preprocess"]["augment"]
     aug = AugmentConfig.from_params(aug_params, int(cfg["crop_size"]))
 
@@ -283,6 +307,7 @@ def run_train(params: dict, *, data: str, preprocess_report: str, model: str, ru
                          "data_md5": tracking.data_md5([Path(data) / f"{s}.npz" for s in ("train", "val")]),
                          "dvc_exp": os.environ.get("DVC_EXP_NAME", "")})
         mlflow.log_params(tracking.flatten({k: v for k, v in params.items() if k != "tracking"}))
+        mlflow.set_tag("labels", cfg["labels"])
         for split, (xs, ys) in (("train", train_xy), ("val", val_xy)):
             ds = mlflow.data.from_numpy(xs, targets=ys, name=f"fer2013-{split}")
             mlflow.log_input(ds, context="training" if split == "train" else "validation")
@@ -306,6 +331,9 @@ def run_train(params: dict, *, data: str, preprocess_report: str, model: str, ru
             "train_gflop_per_image": round(result.flops_per_image / 1e9, 3),
             "train_compute_tflop": round(compute_tflop, 1),
             "train_images": int(len(train_xy[0])),
+            "labels": cfg["labels"],
+            "val_images": int(len(val_xy[0])),
+            "dropped_by_target": dropped,
         }
         write_json(metrics, summary)
         mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds,

@@ -4,6 +4,9 @@ Hard expectations (any failure stops the pipeline): required columns, no nulls, 
 canonical set, all three splits present, 48x48 images, rows per split and class shares within
 the configured bounds, pixel statistics within range.
 
+The FER+ votes joined by ingest: every voted image has as many votes as there were taggers, and
+few images have none. Reported per split: how often FER2013's label is the FER+ most-voted one.
+
 Soft findings (counted and reported, never fatal): exact duplicates within a split, train
 images that also occur in val or test (leakage), near-blank images.
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .data import MANIFEST_COLUMNS, split_counts
+from .data import MANIFEST_COLUMNS, VOTE_COLUMNS, split_counts
 from .errors import ValidationFailed
 from .fsutil import write_json, write_text
 from .labels import LABELS, SPLITS
@@ -134,12 +137,40 @@ def hard_expectations(manifest: pd.DataFrame, images: np.ndarray, cfg: dict) -> 
     ])
     lo, hi = cfg["class_share_range"]
     share_exp = [E.ExpectColumnValuesToBeBetween(column="share", min_value=lo, max_value=hi)]
+    # 4. The FER+ votes joined by ingest: each voted image has as many votes as taggers; few have none.
+    vote_sum = manifest[VOTE_COLUMNS].sum(axis=1)
+    voted = pd.DataFrame({"source": manifest["source"], "vote_sum": vote_sum})[vote_sum > 0]
+    vlo, vhi = cfg["ferplus_votes_per_image"]
+    votes_exp = [E.ExpectColumnValuesToBeBetween(column="vote_sum", min_value=vlo, max_value=vhi)]
+    without = pd.DataFrame([{"share_without_votes": float((vote_sum == 0).mean())}])
+    without_exp = [E.ExpectColumnValuesToBeBetween(column="share_without_votes", min_value=0.0,
+                                                   max_value=cfg["ferplus_max_without_votes"])]
     return _gx_run({
         "manifest": (manifest, manifest_exp),
         "pixel_array": (arrays, array_exp),
         "split_rows": (per_split, split_exp),
         "class_shares": (shares, share_exp),
+        "ferplus_votes": (voted, votes_exp),
+        "ferplus_join": (without, without_exp),
     })
+
+
+def ferplus_agreement(manifest: pd.DataFrame) -> dict:
+    """Per split: images with FER+ votes, with a most-voted emotion, and how often FER2013's label
+    is that emotion (the label noise the FER+ scoreboard removes)."""
+    from .targets import most_voted
+
+    out = {}
+    for s in SPLITS:
+        sub = manifest[manifest["split"] == s]
+        votes = sub[VOTE_COLUMNS].to_numpy()
+        majority = most_voted(votes)
+        has = majority >= 0
+        agree = int((majority[has] == sub["label"].to_numpy()[has]).sum())
+        out[s] = {"images": int(len(sub)), "with_votes": int((votes.sum(axis=1) > 0).sum()),
+                  "with_most_voted": int(has.sum()),
+                  "fer2013_agrees_with_most_voted": round(agree / max(int(has.sum()), 1), 4)}
+    return out
 
 
 def soft_findings(manifest: pd.DataFrame, cfg: dict, examples: int = 5) -> dict:
@@ -181,6 +212,7 @@ def validate(images: np.ndarray, manifest: pd.DataFrame, cfg: dict,
         "failed": len(failed),
         "counts": split_counts(manifest),
         "soft": soft_findings(manifest, cfg),
+        "ferplus": ferplus_agreement(manifest),
         "ingest": ingest_summary or {},
         "checks": [c.__dict__ for c in checks],
     }
@@ -219,6 +251,7 @@ def run_validate(images: np.ndarray, manifest: pd.DataFrame, cfg: dict, ingest_s
         "near_blank": summary["soft"]["near_blank"]["count"],
         "ingest_skipped": ingest_summary.get("skipped_total", 0),
         "ingest_converted": ingest_summary.get("converted_total", 0),
+        "ferplus_agreement": {s: v["fer2013_agrees_with_most_voted"] for s, v in summary["ferplus"].items()},
     }
     write_json(metrics_path, metrics)
     write_json(details_path, summary)

@@ -108,13 +108,14 @@ def copy_repo(src: Path, dst: Path) -> Path:
         if not os.path.isabs(url) and "://" not in url:
             url = str((src / ".dvc" / url).resolve())
         _run([sys.executable, "-m", "dvc", "remote", "modify", "--local", name, "url", url], dst)
-    # The raw archive from the remote (fills the copy's DVC cache too, which queued experiments
-    # check out from); if the remote is unreachable, a copy of the source's file.
-    pulled = subprocess.run([sys.executable, "-m", "dvc", "pull", "-q", "data/raw/fer2013.zip.dvc"], cwd=dst,
-                            capture_output=True, text=True)
-    archive = src / "data" / "raw" / "fer2013.zip"
-    if pulled.returncode and archive.exists():
-        shutil.copy2(archive, dst / "data/raw/fer2013.zip")
+    # The raw data (archive and FER+ votes) from the remote (fills the copy's DVC cache too, which
+    # queued experiments check out from); if the remote is unreachable, a copy of the source's file.
+    for dvc_file in sorted((dst / "data" / "raw").glob("*.dvc")):
+        pulled = subprocess.run([sys.executable, "-m", "dvc", "pull", "-q", str(dvc_file.relative_to(dst))],
+                                cwd=dst, capture_output=True, text=True)
+        raw = src / "data" / "raw" / dvc_file.stem
+        if pulled.returncode and raw.exists():
+            shutil.copy2(raw, dst / "data" / "raw" / dvc_file.stem)
     env = {**os.environ, "GIT_AUTHOR_NAME": "fer", "GIT_AUTHOR_EMAIL": "fer@localhost",
            "GIT_COMMITTER_NAME": "fer", "GIT_COMMITTER_EMAIL": "fer@localhost"}
     _run(["git", "add", "-A"], dst)
@@ -180,7 +181,15 @@ def compare_revisions(repo: Path, base: str, candidate: str | None = None):
                                                        "(run the evaluate stage): nothing to compare")
     if "val" not in old:
         return registry.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with")
-    return registry.decide_from_csv(new, old, list(LABELS), alpha, min_gain)
+    return registry.decide_from_csv(new, old, list(LABELS), alpha, min_gain, training_target_at(repo, candidate))
+
+
+def training_target_at(repo: Path, rev: str | None) -> str:
+    """``train.labels`` at ``rev`` (None = the workspace): the labels the candidate is judged on."""
+    import yaml
+
+    text = (repo / "params.yaml").read_text() if rev is None else _git_show(repo, rev, "params.yaml")
+    return ((yaml.safe_load(text or "") or {}).get("train") or {}).get("labels", "fer2013")
 
 
 def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: Path,
