@@ -71,6 +71,24 @@ def test_stored_csv_predictions_round_trip_and_other_images_are_not_paired():
     assert not missing.promote and "no stored val predictions" in missing.reason
 
 
+def test_a_ferplus_trained_candidate_is_judged_against_the_most_voted_labels_on_the_images_that_have_one():
+    y, new, old = _pair(10, 2, 60, 28)                   # against FER+ labels: +8 points, p = 0.0386
+    fer2013 = (y + 3) % 7                                # FER2013's labels disagree everywhere: both 0%
+    ferplus = [LABELS[v] for v in y] + [""] * 5          # five more images without a most-voted label
+    fer2013 = np.concatenate([fer2013, np.zeros(5, int)])
+    new, old = np.concatenate([new, np.zeros(5, int)]), np.concatenate([old, np.ones(5, int)])
+
+    def csv3(pred):
+        return "actual,predicted,ferplus\n" + "".join(
+            f"{LABELS[a]},{LABELS[b]},{f}\n" for a, b, f in zip(fer2013, pred, ferplus))
+    cand, champ = {"val": csv3(new)}, {"val": _csv(fer2013, old)}   # an older champion CSV: no ferplus column
+    on_fp = decide_from_csv(cand, champ, LABELS, 0.05, 0.5, target="ferplus_soft")
+    assert on_fp.promote and on_fp.val["images"] == 100 and on_fp.val["gain_points"] == 8.0
+    assert on_fp.rule.endswith("against FER+ most-voted labels)")
+    on_fer2013 = decide_from_csv(cand, champ, LABELS, 0.05, 0.5, target="fer2013")
+    assert not on_fer2013.promote and on_fer2013.val["images"] == 105
+
+
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     import mlflow

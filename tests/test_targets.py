@@ -58,3 +58,53 @@ def test_each_target_keeps_and_drops_the_images_its_rule_names():
 def test_an_unknown_target_is_one_line_listing_the_allowed_ones():
     with pytest.raises(FerError, match="unknown target 'ferplus'; allowed: fer2013, ferplus_majority, ferplus_soft"):
         make_targets("ferplus", FER2013, VOTES, training=True)
+
+
+@pytest.mark.slow
+def test_a_ferplus_soft_pipeline_trains_on_votes_and_reports_both_scoreboards(fer_fixture, tmp_path,
+                                                                               tiny_validate_cfg):
+    """ingest -> evaluate on the tiny fixture with train.labels ferplus_soft, each stage as dvc.yaml
+    runs it: train keeps the images the soft rule keeps, evaluate scores test against FER2013 (all
+    images) and against the FER+ most-voted label (the images that have one), and the promotion
+    rule names the labels it judged."""
+    import json
+    import os
+    import subprocess
+
+    import yaml
+
+    from conftest import REPO
+    from helpers import stage_cmd
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["ingest"].update({"input": str(fer_fixture.zip), "votes": str(fer_fixture.votes_csv), "workers": 1})
+    raw["validate"] = tiny_validate_cfg
+    raw["train"].update({"labels": "ferplus_soft", "epochs": 1, "batch_size": 16,
+                         "model": {**raw["train"]["model"],
+                                   "bn_vgg": {"widths": [8], "convs_per_stage": 1, "dropout": 0.0, "dense": 0}}})
+    raw["evaluate"]["grid_size"] = 4
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    for stage in ("ingest", "validate", "preprocess", "train", "evaluate"):
+        r = subprocess.run(stage_cmd(stage), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"{stage}: {r.stderr[-2000:]}"
+    # by hand, from the fixture's votes: which images each rule keeps
+    votes = {rel: v for rel, v in fer_fixture.votes.items()}
+    by_split = {"Training": [], "PublicTest": [], "PrivateTest": []}
+    for rel, usage, _, _ in fer_fixture.entries:
+        by_split[usage].append(votes[rel] or [0] * 10)
+    arr = {u: np.array(v) for u, v in by_split.items()}
+    soft_train = make_targets("ferplus_soft", np.zeros(len(arr["Training"]), int), arr["Training"], True)
+    train_metrics = json.loads((tmp_path / "reports/train_metrics.json").read_text())
+    assert train_metrics["labels"] == "ferplus_soft"
+    assert train_metrics["train_images"] == int(soft_train.keep.sum()) < 21
+    assert train_metrics["val_images"] == int((most_voted(arr["PublicTest"]) >= 0).sum())
+    details = json.loads((tmp_path / "reports/evaluation.json").read_text())
+    n_test_fp = int((most_voted(arr["PrivateTest"]) >= 0).sum())
+    assert details["test_ferplus"]["images"] == n_test_fp and 0 < n_test_fp < 21
+    assert sum(c["support"] for c in details["test"]["per_class"].values()) == 21
+    assert "tta_accuracy" in details["test_ferplus"]
+    assert details["registry"]["rule"].endswith("against FER+ most-voted labels)")
+    headline = json.loads((tmp_path / "reports/metrics.json").read_text())
+    assert headline["fp_n"] == n_test_fp and headline["labels"] == "ferplus_soft"
+    assert "FER+ most-voted label" in (tmp_path / "reports/model_card.md").read_text()

@@ -138,6 +138,7 @@ def test_ci_smoke_and_retrain_steps_run_as_written_without_the_venv_on_path(tmp_
     page = runner.files["GITHUB_STEP_SUMMARY"].read_text()
     assert page.startswith("## Retraining result") and "Rule: promote iff val gain >=" in page
     assert "95% interval" in page and "### Params vs `origin/main`" in page and "train.epochs" in page
+    assert "against the FER+ most-voted label" in page and 0 <= result["test_ferplus_accuracy"] <= 1
     assert result["overrides"]["train.epochs"] == 1 and 0 <= result["test_accuracy"] <= 1
     # Both CI runs (smoke, retrain) are in the store the secret names, tagged with the run's URL.
     import mlflow

@@ -111,12 +111,13 @@ def decide(val: Comparison, test: Comparison | None, alpha: float, min_gain_poin
                     asdict(test) if test else None)
 
 
-def first_model(alpha: float, min_gain_points: float, reason: str = "no champion yet") -> Decision:
-    return Decision(True, rule_text(alpha, min_gain_points), reason)
+def first_model(alpha: float, min_gain_points: float, reason: str = "no champion yet",
+                column: str = "actual") -> Decision:
+    return Decision(True, rule_text(alpha, min_gain_points, column), reason)
 
 
-def keep_champion(alpha: float, min_gain_points: float, reason: str) -> Decision:
-    return Decision(False, rule_text(alpha, min_gain_points), reason)
+def keep_champion(alpha: float, min_gain_points: float, reason: str, column: str = "actual") -> Decision:
+    return Decision(False, rule_text(alpha, min_gain_points, column), reason)
 
 
 
@@ -147,12 +148,13 @@ def decide_from_csv(candidate: dict[str, str], champion: dict[str, str], labels:
         if len(same_new) != len(same_old) or not np.array_equal(same_new, same_old):
             return keep_champion(alpha, min_gain_points,
                                  f"the champion's {split} predictions are of other images "
-                                 f"({len(same_old)} vs {len(same_new)}): no paired comparison, champion kept")
+                                 f"({len(same_old)} vs {len(same_new)}): no paired comparison, champion kept", column)
         y, _ = read_predictions_csv(candidate[split], labels, column)
         has = y >= 0
         comps[split] = compare(split, y[has], p_new[has], p_old[has])
     if "val" not in comps:
-        return keep_champion(alpha, min_gain_points, "the champion has no stored val predictions: champion kept")
+        return keep_champion(alpha, min_gain_points, "the champion has no stored val predictions: champion kept",
+                             column)
     return decide(comps["val"], comps.get("test"), alpha, min_gain_points, column)
 
 def write_predictions_csv(path, y_true: np.ndarray, y_pred: np.ndarray, ferplus: np.ndarray | None = None) -> None:
@@ -227,7 +229,8 @@ def register_and_decide(run_id: str, model_name: str, candidate: dict[str, str],
     except MlflowException:
         champ = None
     if champ is None:
-        decision = first_model(alpha, min_gain_points, "first registered version: no champion yet")
+        decision = first_model(alpha, min_gain_points, "first registered version: no champion yet",
+                               TARGET_COLUMN[target])
     else:
         stored = stored_predictions(champ.run_id)
         decision = decide_from_csv(candidate, stored, list(LABELS), alpha, min_gain_points, target)

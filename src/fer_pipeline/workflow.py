@@ -176,12 +176,15 @@ def compare_revisions(repo: Path, base: str, candidate: str | None = None):
     alpha, min_gain = rule["promote_alpha"], rule["promote_min_gain_points"]
     old = stored_predictions_at(repo, resolve_revision(repo, base))
     new = stored_predictions_at(repo, candidate and resolve_revision(repo, candidate))
+    target = training_target_at(repo, candidate)
+    column = registry.TARGET_COLUMN[target]
     if "val" not in new:
         return registry.keep_champion(alpha, min_gain, f"{candidate or 'the workspace'} has no val predictions "
-                                                       "(run the evaluate stage): nothing to compare")
+                                                       "(run the evaluate stage): nothing to compare", column)
     if "val" not in old:
-        return registry.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with")
-    return registry.decide_from_csv(new, old, list(LABELS), alpha, min_gain, training_target_at(repo, candidate))
+        return registry.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with",
+                                    column)
+    return registry.decide_from_csv(new, old, list(LABELS), alpha, min_gain, target)
 
 
 def training_target_at(repo: Path, rev: str | None) -> str:
@@ -212,8 +215,12 @@ def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: P
     summary = (f"## Retraining result\n\n**{'Better' if decision.promote else 'Not better'} than `{base}`**: "
                f"{decision.reason}.\n\nRule: {decision.rule}.\n\n" + ("\n".join(lines) + "\n\n" if lines else "")
                + f"Test (PrivateTest) accuracy {100 * headline['test_acc']:.2f}% (95% interval "
-               f"{100 * headline['test_lo']:.2f}-{100 * headline['test_hi']:.2f}%), "
-               f"val {100 * headline['val_acc']:.2f}%.\n\n"
+               f"{100 * headline['test_lo']:.2f}-{100 * headline['test_hi']:.2f}%) against FER2013's labels"
+               + (f"; {100 * headline['fp_acc']:.2f}% ({100 * headline['fp_lo']:.2f}-{100 * headline['fp_hi']:.2f}%) "
+                  f"against the FER+ most-voted label ({headline['fp_n']:,} images)" if "fp_acc" in headline else "")
+               + f"; val {100 * headline['val_acc']:.2f}%"
+               + (f" (FER+ {100 * headline['val_fp']:.2f}%)" if "val_fp" in headline else "")
+               + f"; trained on {headline.get('labels', 'fer2013')} labels.\n\n"
                + (f"Registry: version {reg.get('version')} -> @{reg.get('alias')} ({reg.get('reason')}).\n\n"
                   if reg else "")
                + f"Overrides: `{' '.join(overrides_as_args(overrides)) or 'none'}`\n\n"
@@ -224,7 +231,8 @@ def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: P
               "improved": decision.promote, "reason": decision.reason, "rule": decision.rule,
               "p_value": decision.val["p_value"] if decision.val else None,
               "val": decision.val, "test": decision.test, "base": base,
-              "test_accuracy": headline["test_acc"], "test_accuracy_ci95": [headline["test_lo"], headline["test_hi"]]}
+              "test_accuracy": headline["test_acc"], "test_accuracy_ci95": [headline["test_lo"], headline["test_hi"]],
+              "test_ferplus_accuracy": headline.get("fp_acc"), "labels": headline.get("labels")}
     write_json(result_path, result)
     return result
 
