@@ -1,7 +1,7 @@
 """DVC stage ingest: raw archive (params: ingest.input) and FER+ votes (ingest.votes) -> one image
 array + manifest with the votes joined, and a report (paths: dvc.yaml)."""
 
-from fer_pipeline.cli import run_stage
+from fer_pipeline.stage import run_stage
 from fer_pipeline.data import run_ingest
 
 

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def stage_cmd(stage: str) -> list[str]:
     """The stage's command as dvc.yaml gives it (its script and name=path arguments), with this
     interpreter, to run in a directory laid out like the repository."""
-    from fer_pipeline.cli import declared_paths
+    from fer_pipeline.stage import declared_paths
 
     args = [f"{k}={v}" for k, v in declared_paths(stage, REPO / "dvc.yaml").items()]
     return [sys.executable, str(REPO / "pipeline" / f"{stage}.py"), *args]

@@ -16,7 +16,7 @@ import sys
 import pytest
 import yaml
 
-from fer_pipeline.cli import cmd_paths, declared_paths
+from fer_pipeline.stage import cmd_paths, declared_paths
 
 from conftest import REPO
 
@@ -204,3 +204,35 @@ def test_the_trace_sees_what_stages_write(traced):
     written = {stage: {_written(w) for w in t[stage]["writes"]} for stage in t}
     assert "models/model.keras" in written["train"] and "reports/metrics.json" in written["evaluate"]
     assert "reports/validation.html" in written["validate"] and "models/model.tflite" in written["export"]
+
+
+def test_the_package_has_no_import_circle_and_no_stage_loads_the_fer_command(traced):
+    """Imports inside the package (lazy ones included) form no cycle (``cli`` and ``workflow`` imported each
+    other once); no stage loads ``cli.py``, so an edit of the ``fer`` command reruns nothing."""
+    import ast
+
+    pkg = REPO / "src/fer_pipeline"
+    graph = {}
+    for f in pkg.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {a.name for a in node.names}
+        graph[f.stem] = {d.split(".")[0] for d in deps}
+    seen, stack = set(), []
+
+    def visit(mod):
+        if mod in stack:
+            raise AssertionError(f"import circle: {' -> '.join(stack[stack.index(mod):] + [mod])}")
+        if mod in seen or mod not in graph:
+            return
+        stack.append(mod)
+        for dep in sorted(graph[mod]):
+            visit(dep)
+        stack.pop()
+        seen.add(mod)
+
+    for mod in sorted(graph):
+        visit(mod)
+    for stage, trace in traced["traces"].items():
+        assert "src/fer_pipeline/cli.py" not in trace["modules"], stage

@@ -105,7 +105,7 @@ def test_ctrl_c_stops_a_stage_with_one_line_and_exit_status_130(tmp_path):
     (tmp_path / "params.yaml").write_text(full_params())
     (tmp_path / "slow.py").write_text(
         "import time\n"
-        "from fer_pipeline.cli import run_stage\n"
+        "from fer_pipeline.stage import run_stage\n"
         "def export(params, *, model, data, tflite, report):\n"
         "    print('working', flush=True)\n"
         "    time.sleep(60)\n"
@@ -220,6 +220,15 @@ def test_smoke_dvc_repro_runs_every_stage_in_a_temp_repo(tmp_path, monkeypatch):
         assert (repo / f).exists(), f
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, capture_output=True, text=True)
     assert "up to date" in status.stdout
+    # An edit of the `fer` command alone (cli.py) reruns no stage; an edit of the stage runner reruns all.
+    with open(repo / "src/fer_pipeline/cli.py", "a") as fh:
+        fh.write("# an edit of the fer command\n")
+    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, capture_output=True, text=True)
+    assert "up to date" in status.stdout, status.stdout
+    with open(repo / "src/fer_pipeline/stage.py", "a") as fh:
+        fh.write("# an edit of the stage runner\n")
+    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, capture_output=True, text=True)
+    assert "modified:" in status.stdout and "src/fer_pipeline/stage.py" in status.stdout, status.stdout
     import mlflow
 
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])

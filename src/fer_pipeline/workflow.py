@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from .cli import declared_paths
+from .stage import declared_paths
 from .errors import FerError
 from .fsutil import write_json, write_text
 
