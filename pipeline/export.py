@@ -1,9 +1,9 @@
 """DVC stage export: the Keras model -> LiteRT (.tflite), with a test-accuracy parity check (paths: dvc.yaml)."""
 
-from fer_pipeline.stage import run_stage
 from fer_pipeline.errors import FerError
 from fer_pipeline.export import run_export
 from fer_pipeline.fsutil import write_json
+from fer_pipeline.stage import run_stage
 
 
 def main(params: dict, *, model: str, data: str, tflite: str, report: str) -> None:

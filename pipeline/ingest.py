@@ -1,8 +1,8 @@
 """DVC stage ingest: raw archive (params: ingest.input) and FER+ votes (ingest.votes) -> one image
 array + manifest with the votes joined, and a report (paths: dvc.yaml)."""
 
-from fer_pipeline.stage import run_stage
 from fer_pipeline.data import run_ingest
+from fer_pipeline.stage import run_stage
 
 
 def main(params: dict, *, interim: str, report: str) -> None:

@@ -2,8 +2,8 @@
 
 import json
 
-from fer_pipeline.stage import run_stage
 from fer_pipeline.data import load_arrays
+from fer_pipeline.stage import run_stage
 from fer_pipeline.validation import run_validate
 
 

@@ -222,8 +222,8 @@ def test_fer_compare_applies_the_promotion_rule_to_two_revisions(tmp_path):
     # base got wrong and 2 the other way: +8 points, McNemar exact p = 2 * (1 + 12 + 66) / 2^12.
     import shutil
 
-    from fer_pipeline.stage import declared_paths
     from fer_pipeline.labels import LABELS
+    from fer_pipeline.stage import declared_paths
 
     from helpers import fer_cli
 

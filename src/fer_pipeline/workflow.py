@@ -23,9 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from .stage import declared_paths
 from .errors import FerError
 from .fsutil import write_json, write_text
+from .stage import declared_paths
 
 # A whole-pipeline run in about a minute: 10 images per (split, class), one epoch.
 SMOKE_OVERRIDES: dict[str, object] = {
