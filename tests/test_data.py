@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_pipeline.data import ingest, load_arrays, run_ingest
+from fer_pipeline.data import ingest, ingest_to, load_arrays
 from fer_pipeline.errors import DataError
 from fer_pipeline.fsutil import atomic_path
 from fer_pipeline.labels import LABELS
@@ -121,9 +121,9 @@ def test_not_a_zip_and_missing_path_are_clear_errors(tmp_path, content, match):
 def test_failed_ingest_writes_nothing_and_success_writes_everything(fer_fixture, tmp_path):
     out = tmp_path / "interim"
     with pytest.raises(DataError):
-        run_ingest(str(tmp_path / "missing.zip"), str(out), str(tmp_path / "r.json"), workers=1)
+        ingest_to(str(tmp_path / "missing.zip"), str(out), str(tmp_path / "r.json"), workers=1)
     assert not out.exists() or not list(out.iterdir())
-    summary = run_ingest(str(fer_fixture.zip), str(out), str(tmp_path / "r.json"), workers=2)
+    summary = ingest_to(str(fer_fixture.zip), str(out), str(tmp_path / "r.json"), workers=2)
     assert summary["counts"]["test"]["sad"] == 3
     images, manifest = load_arrays(out)
     assert len(images) == len(manifest) == 63

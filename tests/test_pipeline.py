@@ -140,9 +140,9 @@ def test_stage_scripts_import_the_package_of_their_own_copy(tmp_path):
 def test_validate_stage_exits_non_zero_with_one_line_on_hard_failure(fer_fixture, tmp_path, tiny_validate_cfg):
     work = tmp_path / "w"
     (work / "reports").mkdir(parents=True)
-    from fer_pipeline.data import run_ingest
+    from fer_pipeline.data import ingest_to
 
-    run_ingest(str(fer_fixture.zip), str(work / "data/interim"), str(work / "reports/ingest.json"), workers=1)
+    ingest_to(str(fer_fixture.zip), str(work / "data/interim"), str(work / "reports/ingest.json"), workers=1)
     bad = {**tiny_validate_cfg, "class_share_range": [0.5, 0.6]}
     (work / "params.yaml").write_text(full_params(validate=bad))
     r = subprocess.run(stage_cmd("validate"), cwd=work, capture_output=True, text=True)

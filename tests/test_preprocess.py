@@ -3,7 +3,7 @@ import pytest
 
 from fer_pipeline.data import ingest
 from fer_pipeline.fsutil import load_split
-from fer_pipeline.preprocess import class_weights, clean, run_preprocess
+from fer_pipeline.preprocess import class_weights, clean, preprocess_to
 
 from conftest import FerFixture, jpeg_bytes
 
@@ -45,7 +45,7 @@ def test_class_weights_methods():
 def test_run_preprocess_writes_uint8_splits(leaky, tmp_path):
     img, man = leaky
     cfg = {**OFF, "drop_cross_split_duplicates": True, "class_weights": "balanced"}
-    summary = run_preprocess(img, man, cfg, str(tmp_path / "p"))
+    summary = preprocess_to(img, man, cfg, str(tmp_path / "p"))
     assert summary["rows"] == {"train": 22, "val": 21, "test": 21}
     assert summary["dropped_total"] == 1
     assert set(summary["class_weights"]) == {"angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"}

@@ -13,7 +13,7 @@ import pytest
 from fer_pipeline.data import ingest
 from fer_pipeline.fsutil import load_split
 from fer_pipeline.params import FerError, validate_params
-from fer_pipeline.preprocess import run_preprocess
+from fer_pipeline.preprocess import preprocess_to
 from fer_pipeline.training import make_dataset, train
 
 from conftest import REPO
@@ -35,7 +35,7 @@ def processed(fer_fixture, tmp_path_factory):
     d = tmp_path_factory.mktemp("processed")
     img, man, _ = ingest(fer_fixture.zip, workers=1, progress=False, votes=fer_fixture.votes_csv)
     p = tiny_params()
-    summary = run_preprocess(img, man, p["preprocess"], str(d / "data"))
+    summary = preprocess_to(img, man, p["preprocess"], str(d / "data"))
     (d / "preprocess.json").write_text(json.dumps(summary))
     return d
 

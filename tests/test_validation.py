@@ -5,7 +5,7 @@ import pytest
 
 from fer_pipeline.data import ingest
 from fer_pipeline.errors import ValidationFailed
-from fer_pipeline.validation import run_validate, validate
+from fer_pipeline.validation import validate, validate_to
 
 from conftest import FerFixture, jpeg_bytes
 
@@ -30,7 +30,7 @@ def test_out_of_bounds_counts_fail_with_a_one_line_summary_and_still_write_repor
     cfg = {**tiny_validate_cfg, "split_rows": {**tiny_validate_cfg["split_rows"], "test": [3500, 3700]}}
     paths = [tmp_path / n for n in ("v.json", "d.json", "v.html")]
     with pytest.raises(ValidationFailed) as err:
-        run_validate(img, man, cfg, rep, *map(str, paths))
+        validate_to(img, man, cfg, rep, *map(str, paths))
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("validation failed: 1 of")
     assert "split" in msg and "test" in msg and "3500" in msg

@@ -429,8 +429,9 @@ def split_counts(manifest: pd.DataFrame) -> dict:
     return out
 
 
-def run_ingest(input_path: str, out_dir: str, report_path: str, max_per_class: int = 0,
-               seed: int = 0, workers: int = 2, votes: str | None = None) -> dict:
+def ingest_to(input_path: str, out_dir: str, report_path: str, max_per_class: int = 0,
+              seed: int = 0, workers: int = 2, votes: str | None = None) -> dict:
+    """Ingest ``input_path`` (and the ``votes``) into ``out_dir`` and write the report; the summary."""
     images, manifest, report = ingest(input_path, max_per_class=max_per_class, seed=seed, workers=workers,
                                       votes=votes)
     save_arrays(images, manifest, out_dir)
@@ -439,6 +440,19 @@ def run_ingest(input_path: str, out_dir: str, report_path: str, max_per_class: i
     return summary
 
 
+def run_ingest(params: dict, *, interim: str, report: str) -> dict:
+    """The ingest stage: the archive (``ingest.input``) and the FER+ votes (``ingest.votes``) ->
+    ``interim`` arrays and the ``report``; the paths come from dvc.yaml's ``cmd``."""
+    p = params["ingest"]
+    s = ingest_to(p["input"], interim, report, max_per_class=p["max_per_class"], seed=p["seed"],
+                  workers=p["workers"], votes=p["votes"])
+    print(f"ingested {s['images']:,} images ({s['form']}): "
+          + ", ".join(f"{k} {v['total']:,}" for k, v in s["counts"].items())
+          + f"; skipped {s['skipped_total']}, converted {s['converted_total']}; FER+ votes for "
+          + f"{s['ferplus']['with_votes']:,} ({s['ferplus']['without_votes']['count']} without)")
+    return s
+
+
 __all__: Iterable[str] = [
-    "ingest", "run_ingest", "save_arrays", "load_arrays", "split_counts", "detect_form", "pixel_hash",
+    "ingest", "ingest_to", "run_ingest", "save_arrays", "load_arrays", "split_counts", "detect_form", "pixel_hash",
 ]

@@ -29,7 +29,9 @@ def write_tflite(model, path: str, quantize: str) -> None:
         model.export(str(tmp), format="litert", verbose=False, **opts)
 
 
-def run_export(model_path: str, out_path: str, data_dir: str, quantize: str, max_drop: float) -> dict:
+def export_checked(model_path: str, out_path: str, data_dir: str, quantize: str, max_drop: float) -> dict:
+    """Write the LiteRT file and compare its test accuracy with the Keras model's (``max_drop``: a
+    fraction): the parity report."""
     import keras
 
     from .fsutil import load_split
@@ -55,6 +57,27 @@ def run_export(model_path: str, out_path: str, data_dir: str, quantize: str, max
     return report
 
 
+def report_parity(out_path: str, r: dict, max_drop_points: float) -> None:
+    """Print the parity line; a drop beyond ``max_drop_points`` is an error (one line)."""
+    print(f"{out_path}: {r['tflite_bytes'] / 1e6:.2f} MB ({r['quantize']}); test accuracy keras "
+          f"{r['test_accuracy_keras']:.4f}, tflite {r['test_accuracy_tflite']:.4f} "
+          f"(drop {r['accuracy_drop_points']} pt, {'ok' if r['parity_ok'] else 'TOO LARGE'})")
+    if not r["parity_ok"]:
+        raise FerError(f"TFLite accuracy drop {r['accuracy_drop_points']} pt exceeds {max_drop_points} pt")
+
+
+def run_export(params: dict, *, model: str, data: str, tflite: str, report: str) -> dict:
+    """The export stage (paths: dvc.yaml's ``cmd``): the LiteRT file, its parity report, and an
+    error when its test accuracy drops more than ``export.max_drop_points`` below Keras's."""
+    from .fsutil import write_json
+
+    p = params["export"]
+    r = export_checked(model, tflite, data, p["quantize"], max_drop=p["max_drop_points"] / 100)
+    write_json(report, r)
+    report_parity(tflite, r, p["max_drop_points"])
+    return r
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("export-tflite", help="convert a .keras model to TFLite and check test accuracy parity")
     p.add_argument("--model", default="models/model.keras")
@@ -75,13 +98,9 @@ def add_parser(sub) -> None:
             args.quantize = args.quantize or cfg["quantize"]
             args.max_drop_points = cfg["max_drop_points"] if args.max_drop_points is None else args.max_drop_points
         args.out = args.out or str(Path(args.model).with_suffix(".tflite"))
-        r = run_export(args.model, args.out, args.data, args.quantize, args.max_drop_points / 100)
+        r = export_checked(args.model, args.out, args.data, args.quantize, args.max_drop_points / 100)
         if args.report:
             write_json(args.report, r)
-        print(f"{args.out}: {r['tflite_bytes'] / 1e6:.2f} MB ({r['quantize']}); test accuracy keras "
-              f"{r['test_accuracy_keras']:.4f}, tflite {r['test_accuracy_tflite']:.4f} "
-              f"(drop {r['accuracy_drop_points']} pt, {'ok' if r['parity_ok'] else 'TOO LARGE'})")
-        if not r["parity_ok"]:
-            raise FerError(f"TFLite accuracy drop {r['accuracy_drop_points']} pt exceeds {args.max_drop_points} pt")
+        report_parity(args.out, r, args.max_drop_points)
 
     p.set_defaults(func=func)

@@ -64,7 +64,7 @@ def save_splits(images: np.ndarray, manifest: pd.DataFrame, out_dir: str | os.Pa
     return sizes
 
 
-def run_preprocess(images: np.ndarray, manifest: pd.DataFrame, cfg: dict, out_dir: str) -> dict:
+def preprocess_to(images: np.ndarray, manifest: pd.DataFrame, cfg: dict, out_dir: str) -> dict:
     """``cfg``: the validated ``preprocess`` keys (cleaning, class weights)."""
     kept, dropped = clean(manifest, cfg)
     sizes = save_splits(images, kept, out_dir)
@@ -76,3 +76,16 @@ def run_preprocess(images: np.ndarray, manifest: pd.DataFrame, cfg: dict, out_di
         "dropped_total": int(sum(dropped.values())),
         "class_weights": dict(zip(LABELS, weights)),
     }
+
+
+def run_preprocess(params: dict, *, interim: str, processed: str, report: str) -> dict:
+    """The preprocess stage (paths: dvc.yaml's ``cmd``): clean and split -> one .npz per split and
+    the report (rows, drops, class weights)."""
+    from .data import load_arrays
+    from .fsutil import write_json
+
+    images, manifest = load_arrays(interim)
+    s = preprocess_to(images, manifest, params["preprocess"], processed)
+    write_json(report, s)
+    print(f"preprocess: {s['rows']}; dropped {s['dropped']}")
+    return s

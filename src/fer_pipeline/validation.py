@@ -235,8 +235,8 @@ def render_html(summary: dict) -> str:
                   ingest_issues={**ing.get("skipped", {}), **ing.get("converted", {})})
 
 
-def run_validate(images: np.ndarray, manifest: pd.DataFrame, cfg: dict, ingest_summary: dict,
-                 metrics_path: str, details_path: str, html_path: str) -> dict:
+def validate_to(images: np.ndarray, manifest: pd.DataFrame, cfg: dict, ingest_summary: dict,
+                metrics_path: str, details_path: str, html_path: str) -> dict:
     """Validate, write the reports, raise ValidationFailed (one line) on hard failures.
 
     ``metrics_path`` gets a small DVC metrics file, ``details_path`` every check and finding,
@@ -259,3 +259,23 @@ def run_validate(images: np.ndarray, manifest: pd.DataFrame, cfg: dict, ingest_s
     if not summary["success"]:
         raise ValidationFailed(failure_line(summary))
     return summary
+
+
+def run_validate(params: dict, *, interim: str, ingest_report: str, metrics: str, details: str, html: str) -> dict:
+    """The validate stage (paths: dvc.yaml's ``cmd``): hard failures exit non-zero with one line."""
+    import json
+
+    from .data import load_arrays
+
+    images, manifest = load_arrays(interim)
+    with open(ingest_report) as fh:
+        ingest_summary = json.load(fh)
+    s = validate_to(images, manifest, params["validate"], ingest_summary, metrics, details, html)
+    soft = s["soft"]
+    print(f"validation passed: {s['expectations']} expectations; soft findings: "
+          f"{soft['duplicates_within_split']['count']} duplicates within splits, "
+          f"{soft['duplicates_across_splits']['count']} val/test images also in train, "
+          f"{soft['near_blank']['count']} near-blank; FER2013 label = FER+ most-voted on "
+          + ", ".join(f"{k} {v['fer2013_agrees_with_most_voted']:.1%}" for k, v in s["ferplus"].items())
+          + f" ({html})")
+    return s
