@@ -23,12 +23,15 @@ DECISION = {"model": "fer-emotion", "version": 2, "alias": "challenger", "reason
             "test": None}
 
 
+PEERS = [{"model": "a peer", "privatetest": 0.657, "publictest": 0.652, "combined": None}]
+
+
 def test_model_card_shows_the_figures_it_is_given():
     card = model_card(METRICS, TRAIN, {"rows": {"train": 28006, "val": 3589, "test": 3589},
                                        "dropped": {"train_duplicates": 703}},
                       {"expectations": 16, "failed": 0, "duplicates_within_split": 1, "duplicates_across_splits": 2,
                        "near_blank": 3}, DECISION, {"evaluate": {"tta_shift_px": 2}},
-                      {"confusion_png": "reports/figures/confusion_test.png"}, "`bn_vgg`")
+                      {"confusion_png": "reports/figures/confusion_test.png"}, "`bn_vgg`", PEERS)
     assert "| **test = PrivateTest** (70 images) | **67.0%** | 65.5%-68.5% | 0.600 | 0.650 | 68.3% |" in card
     assert "accuracy (TTA, 10 views)" in card and "shifted 2 px left, right, up and down" in card
     assert "Train = Training (28,006 images after cleaning)" in card and "train duplicates: 703" in card
@@ -44,7 +47,7 @@ def test_model_card_shows_the_figures_it_is_given():
 def test_model_card_without_tta_or_registry():
     m = {**METRICS, "test": _split(0.5, 0.4, 0.6), "val": _split(0.5, 0.4, 0.6),
          "combined_test_folder": {"images": 140, "accuracy": 0.5}}
-    card = model_card(m, TRAIN, {}, {}, None, {"evaluate": {"tta_shift_px": 2}}, {}, "`bn_vgg`")
+    card = model_card(m, TRAIN, {}, {}, None, {"evaluate": {"tta_shift_px": 2}}, {}, "`bn_vgg`", PEERS)
     assert "TTA" not in card and "Registry step disabled." in card
     assert "| **test = PrivateTest** (70 images) | **50.0%** | 40.0%-60.0% | 0.600 | 0.650 |\n" in card
 

@@ -9,12 +9,7 @@ transform, then the top-left ``crop_size`` square. The uncovered border is fille
 with the edge pixel repeated (TF's ``REFLECT``, numpy's ``symmetric``), the convention
 ``metrics.shifted`` uses for test-time shifts too.
 
-The public Keras op runs the same kernel as the raw ``ImageProjectiveTransformV3`` call it
-replaced, but always at the input size, so crops cost the transform of the whole face:
-``python benchmarks/augment_speed.py`` measured 0.99x the raw op's images/s on whole faces and
-0.79x on 44x44 and 40x40 crops (about 7,400 against 9,500 images/s on one core), i.e. about 30
-microseconds per image against the ~3 ms of a training step per image: under 1% of training,
-which ``benchmarks/train_speed.py`` cannot tell from its noise. So the public API stays.
+Why the public Keras op and not the raw TensorFlow one: benchmarks/README.md (augmentation).
 """
 
 from __future__ import annotations

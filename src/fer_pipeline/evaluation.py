@@ -10,6 +10,7 @@ from . import plots
 from .fsutil import write_json, write_text
 from .metrics import confusion, evaluate_model, ferplus_scoreboard, with_interval
 from .registry import register_and_decide, write_predictions_csv
+from .report import baselines as peer_baselines
 from .report import describe_model, headline, model_card, pick_examples
 
 
@@ -40,7 +41,8 @@ def evaluation_run(run_id: str, experiment: str, root: str = ".") -> tuple[str, 
 def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_metrics: str,
                  preprocess_report: str, validation_report: str, curves: str, preview: str, metrics: str,
                  details: str, test_predictions: str, val_predictions: str, confusion_png: str,
-                 grid_correct: str, grid_wrong: str, f1_png: str, model_card_md: str, root: str = ".") -> dict:
+                 grid_correct: str, grid_wrong: str, f1_png: str, model_card_md: str, baselines: str,
+                 root: str = ".") -> dict:
     """The evaluate stage; every path comes from dvc.yaml's ``cmd`` (``curves`` and ``preview``, made
     by train, are only linked from the model card)."""
     import keras
@@ -133,7 +135,7 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
                    "grid_wrong": grid_wrong, "curves": curves, "preview": preview}
         write_text(model_card_md, model_card(results, reports["train"], reports["preprocess"],
                                              reports["validation"], decision, params, figures,
-                                             describe_model(keras_model)))
+                                             describe_model(keras_model), peer_baselines(baselines)))
         mlflow.log_artifact(model_card_md, "report")
         mlflow.log_artifact(details, "report")
     t, f = results["test"], results["test_ferplus"]

@@ -9,15 +9,11 @@ import numpy as np
 
 from .render import render
 
-# Baselines measured on this kind of machine (../shared/notes/measured-baselines.md).
-BASELINES = [
-    {"model": "seed notebook VGG-16 (16.8M params, early-stopped on the test folder)",
-     "privatetest": None, "publictest": None, "combined": 0.600},
-    {"model": "`fer` package mini-Xception (58K params, own weights)",
-     "privatetest": 0.657, "publictest": 0.652, "combined": None},
-    {"model": "notes recipe: BN-VGG 32-64-128-256, 40 epochs, 52 min", "privatetest": 0.668,
-     "publictest": 0.657, "combined": None, "privatetest_tta": 0.675},
-]
+def baselines(path: str | Path) -> list[dict]:
+    """The peer baselines measured on this kind of machine (each row says how)."""
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text())
 
 
 def pick_examples(y_true, y_pred, correct: bool, n: int, seed: int = 0) -> np.ndarray:
@@ -80,14 +76,14 @@ def describe_model(model) -> str:
 
 
 def model_card(metrics: dict, train: dict, prep: dict, valid: dict, decision: dict | None,
-               params: dict, figures: dict[str, str], model_text: str) -> str:
+               params: dict, figures: dict[str, str], model_text: str, peers: list[dict]) -> str:
     """The model card in Markdown; ``figures`` are paths, shown relative to ``reports/``."""
     t = metrics["test"]
     dropped = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in prep.get("dropped", {}).items()) or "none"
     rel = {k: str(Path(p).relative_to("reports")) if p.startswith("reports/") else p for k, p in figures.items()}
     rows = prep.get("rows", {})
     return render("model_card.md.j2", metrics=metrics, train=train, valid=valid, decision=decision,
-                  model_text=model_text, figures=rel, baselines=BASELINES, dropped=dropped,
+                  model_text=model_text, figures=rel, baselines=peers, dropped=dropped,
                   rows={s: rows.get(s, 0) for s in ("train", "val", "test")},
                   test_images=sum(m["support"] for m in t["per_class"].values()),
                   tta_shift_px=params["evaluate"]["tta_shift_px"] if "tta_accuracy" in t else 0)
