@@ -7,7 +7,8 @@ import pytest
 
 from fer_pipeline.errors import FerError
 from fer_pipeline.labels import LABELS
-from fer_pipeline.predict import HaarFaceDetector, analyse, crop_face
+from fer_pipeline.faces import HaarFaceDetector, crop_face
+from fer_pipeline.predict import analyse
 from fer_pipeline.predictor import load_predictor
 
 from helpers import astronaut_gray, fer_cli, tiny_model_file, write_png
@@ -37,7 +38,7 @@ def photos(tmp_path_factory):
 def test_haar_finds_the_astronaut_face_where_expected():
     boxes = HaarFaceDetector().detect(astronaut_gray())
     assert len(boxes) == 1
-    x, y, w, h = boxes[0]
+    x, y, w, h = boxes[0].box
     assert abs(x - 177) <= 8 and abs(y - 66) <= 8 and abs(w - 95) <= 10
 
 
@@ -81,14 +82,14 @@ def test_crop_grows_the_box_by_the_margin_on_each_side():
 def test_a_face_in_a_large_photo_comes_back_at_its_place():
     # Detection runs on a downscaled copy of large photos; the boxes must map back to the photo.
     astro = astronaut_gray()
-    x0, y0, w0, h0 = HaarFaceDetector().detect(astro)[0]
+    x0, y0, w0, h0 = HaarFaceDetector().detect(astro)[0].box
     scale, (ox, oy) = 2.5, (2300, 900)
     big = np.full((3000, 4000), 200, np.uint8)
     side = int(512 * scale)
     big[oy:oy + side, ox:ox + side] = __import__("cv2").resize(astro, (side, side))
     boxes = HaarFaceDetector().detect(big)
     assert len(boxes) == 1
-    x, y, w, h = boxes[0]
+    x, y, w, h = boxes[0].box
     want = (ox + x0 * scale, oy + y0 * scale, w0 * scale, h0 * scale)
     # within 5% of the face's size (detection at another scale finds a slightly different box)
     for got, exp in zip((x, y, w, h), want):
@@ -98,7 +99,7 @@ def test_a_face_in_a_large_photo_comes_back_at_its_place():
 def test_cli_writes_json_lines_annotations_and_skips_unreadable_files(photos, tmp_path):
     out, ann = tmp_path / "out.jsonl", tmp_path / "annotated"
     r = fer_cli("predict", str(photos["astronaut"]), str(photos["folder"]), str(photos["huge"]),
-                "--model", str(photos["model"]), "-o", str(out), "--annotate", str(ann))
+                "--model", str(photos["model"]), "-o", str(out), "--annotate", str(ann), "--detector", "haar")
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     by_name = {row["file"].rsplit("/", 1)[-1]: row for row in rows}

@@ -182,6 +182,12 @@ class Export(Section):
     max_drop_points: Annotated[float, Field(ge=0, le=100)]
 
 
+class Predict(Section):
+    detector: Literal["mtcnn", "haar"]
+    margin: Annotated[float, Field(ge=0, le=1)]
+    min_confidence: Fraction
+
+
 class Tracking(Section):
     experiment: Annotated[str, Field(min_length=1)]
 
@@ -191,7 +197,7 @@ class Tracking(Section):
 Params = create_model(  # type: ignore[no-redef]  # noqa: F811
     "Params", __base__=Section,
     ingest=(Ingest, ...), validate=(Validate, ...), preprocess=(Preprocess, ...), train=(Train, ...),
-    evaluate=(Evaluate, ...), export=(Export, ...), tracking=(Tracking, ...))
+    evaluate=(Evaluate, ...), export=(Export, ...), predict=(Predict, ...), tracking=(Tracking, ...))
 
 
 def _merge(base: dict, over: dict) -> dict:

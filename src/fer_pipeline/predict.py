@@ -1,8 +1,7 @@
 """Emotions on real photos: decode, detect faces, crop them like FER2013 (48x48 gray), classify in
-batches; the ``fer predict`` command.
+batches; the ``fer predict`` command. The same path serves ``fer serve`` and ``fer evaluate-photos``.
 
-Face detection sits behind the small ``FaceDetector`` protocol; OpenCV's bundled Haar frontal-face
-cascade is the default. Models are loaded by ``fer_pipeline.predictor`` (Keras, LiteRT, MLflow).
+Detectors and crops: ``fer_pipeline.faces``. Models: ``fer_pipeline.predictor`` (Keras, LiteRT, MLflow).
 """
 
 from __future__ import annotations
@@ -14,46 +13,15 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from .errors import FerError
+from .faces import FaceDetector, HaarFaceDetector, face_crop, make_detector  # noqa: F401  (re-exported)
 from .labels import LABELS
 from .predictor import Predictor, load_predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
-DETECT_MAX_SIDE = 1024  # large photos are searched at this size; boxes are mapped back
-
-
-class FaceDetector(Protocol):
-    def detect(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Face boxes (x, y, w, h) in pixel coordinates of ``gray``."""
-
-
-class HaarFaceDetector:
-    """OpenCV's Haar frontal-face cascade (shipped in opencv-python 4.x under cv2.data)."""
-
-    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24):
-        import cv2
-
-        path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
-        self.cascade = cv2.CascadeClassifier(path)
-        if self.cascade.empty():
-            raise FerError(f"Haar cascade not found at {path}: install opencv-python-headless<5")
-        self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
-
-    def detect(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-        import cv2
-
-        h, w = gray.shape[:2]
-        scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-        small = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) \
-            if scale < 1 else gray
-        boxes = self.cascade.detectMultiScale(small, scaleFactor=self.scale_factor,
-                                              minNeighbors=self.min_neighbors,
-                                              minSize=(self.min_size, self.min_size))
-        return sorted((tuple(int(round(v / scale)) for v in b) for b in boxes), key=lambda b: (b[1], b[0]))
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray | None:
@@ -98,19 +66,6 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray | Non
     return gray if gray.size else None
 
 
-def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.1) -> np.ndarray:
-    """The face box grown by ``margin`` on each side (clipped), resized to 48x48 like FER2013."""
-    import cv2
-
-    x, y, w, h = box
-    dx, dy = int(w * margin), int(h * margin)
-    H, W = gray.shape[:2]
-    x0, y0, x1, y1 = max(0, x - dx), max(0, y - dy), min(W, x + w + dx), min(H, y + h + dy)
-    face = gray[y0:y1, x0:x1]
-    interp = cv2.INTER_AREA if face.shape[0] > 48 else cv2.INTER_LINEAR
-    return cv2.resize(face, (48, 48), interpolation=interp)
-
-
 # --------------------------------------------------------------------------------------------
 # Photos -> faces -> emotions
 
@@ -132,27 +87,44 @@ class PhotoResult:
 
 
 def analyse(images: list[tuple[str, np.ndarray]], predictor: Predictor, detector: FaceDetector,
-            margin: float = 0.1, max_faces: int | None = None) -> list[PhotoResult]:
-    """Detect faces in every image (at most ``max_faces`` per image, the largest), classify all
-    faces in one batch."""
+            margin: float = 0.1, max_faces: int | None = None, min_confidence: float | None = None,
+            seconds: dict[str, float] | None = None) -> list[PhotoResult]:
+    """Detect faces in every image (at most ``max_faces`` per image, the largest), crop each as
+    the model expects (aligned when the detector gives landmarks), classify all faces in one
+    batch. A face whose top probability is under ``min_confidence`` is marked ``uncertain``.
+    ``seconds``, if given, accumulates the time spent per stage (detect, crop, classify)."""
+    import time
+
+    seconds = seconds if seconds is not None else {}
     crops, owners, results = [], [], []
     for name, gray in images:
-        boxes = detector.detect(gray)
+        t0 = time.perf_counter()
+        faces = detector.detect(gray)
+        t1 = time.perf_counter()
         dropped = 0
-        if max_faces is not None and len(boxes) > max_faces:
-            keep = sorted(boxes, key=lambda b: -b[2] * b[3])[:max_faces]
-            dropped = len(boxes) - max_faces
-            boxes = sorted(keep, key=lambda b: (b[1], b[0]))
+        if max_faces is not None and len(faces) > max_faces:
+            keep = sorted(faces, key=lambda f: -f.box[2] * f.box[3])[:max_faces]
+            dropped = len(faces) - max_faces
+            faces = sorted(keep, key=lambda f: (f.box[1], f.box[0]))
         res = PhotoResult(name, int(gray.shape[1]), int(gray.shape[0]), [], dropped)
-        for box in boxes:
-            crops.append(crop_face(gray, box, margin))
-            owners.append((res, box))
+        for face in faces:
+            crops.append(face_crop(gray, face, margin))
+            owners.append((res, face))
         results.append(res)
+        seconds["detect"] = seconds.get("detect", 0.0) + t1 - t0
+        seconds["crop"] = seconds.get("crop", 0.0) + time.perf_counter() - t1
+    t0 = time.perf_counter()
     probs = predictor(np.stack(crops)[..., None] if crops else np.zeros((0, 48, 48, 1)))
-    for (res, box), p in zip(owners, probs):
+    seconds["classify"] = seconds.get("classify", 0.0) + time.perf_counter() - t0
+    for (res, face), p in zip(owners, probs):
         k = int(np.argmax(p))
-        res.faces.append({"box": [int(v) for v in box], "label": LABELS[k], "score": round(float(p[k]), 4),
-                          "probabilities": {n: round(float(v), 4) for n, v in zip(LABELS, p)}})
+        out = {"box": [int(v) for v in face.box], "label": LABELS[k], "score": round(float(p[k]), 4),
+               "probabilities": {n: round(float(v), 4) for n, v in zip(LABELS, p)}}
+        if face.landmarks:
+            out["aligned"] = True
+        if min_confidence is not None:
+            out["uncertain"] = bool(p[k] < min_confidence)
+        res.faces.append(out)
     return results
 
 
@@ -191,8 +163,35 @@ def collect_files(inputs: Iterable[str]) -> tuple[list[str], bool]:
     return files, had_folder
 
 
+# What `fer predict`, `fer serve` and `fer evaluate-photos` use when params.yaml is not at hand (run
+# outside the repository); tests hold them equal to params.yaml's `predict` section.
+DEFAULTS = {"detector": "mtcnn", "margin": 0.1, "min_confidence": 0.4}
+
+
+def photo_settings(detector: str | None = None, margin: float | None = None,
+                   min_confidence: float | None = None) -> dict:
+    """The photo path's settings: each flag given, else params.yaml's ``predict`` section (in the
+    working directory), else ``DEFAULTS``."""
+    base = dict(DEFAULTS)
+    if Path("params.yaml").exists():
+        from .params import load
+
+        base = load(["predict"])["predict"]
+    given = {"detector": detector, "margin": margin, "min_confidence": min_confidence}
+    return {k: base[k] if v is None else v for k, v in given.items()}
+
+
+def add_photo_arguments(p) -> None:
+    """--detector, --margin, --min-confidence (defaults: params.yaml's predict section)."""
+    p.add_argument("--detector", choices=["mtcnn", "haar"], help="face detector (default: predict.detector)")
+    p.add_argument("--margin", type=float, help="haar: border around each face box, fraction (predict.margin)")
+    p.add_argument("--min-confidence", type=float,
+                   help="mark faces whose top probability is lower as uncertain (predict.min_confidence)")
+
+
 def run_predict(inputs: list[str], model: str | None, output: str | None, annotate_dir: str | None,
-                batch_images: int = 32, margin: float = 0.1) -> int:
+                batch_images: int = 32, margin: float = 0.1, detector: str = "mtcnn",
+                min_confidence: float | None = None) -> int:
     """The ``fer predict`` command; returns the exit status (1 only if nothing could be read)."""
     from tqdm import tqdm
 
@@ -200,7 +199,7 @@ def run_predict(inputs: list[str], model: str | None, output: str | None, annota
     if not files:
         raise FerError("no input images found")
     predictor = load_predictor(model)
-    detector = HaarFaceDetector()
+    found = make_detector(detector)
     read_ok = 0
     with (open(output, "w") if output else contextlib.nullcontext(sys.stdout)) as out:
         bar = tqdm(total=len(files), desc="photos", unit="img", disable=not had_folder, file=sys.stderr)
@@ -213,7 +212,7 @@ def run_predict(inputs: list[str], model: str | None, output: str | None, annota
                 else:
                     chunk.append((f, gray))
             read_ok += len(chunk)
-            for res in analyse(chunk, predictor, detector, margin):
+            for res in analyse(chunk, predictor, found, margin, min_confidence=min_confidence):
                 if not res.faces:
                     print(f"no face found in {res.file}", file=sys.stderr)
                 out.write(res.to_json() + "\n")
@@ -234,10 +233,12 @@ def add_parser(sub) -> None:
                                    "(default: the registry champion, else models/model.keras)")
     p.add_argument("--output", "-o", help="write JSON lines here instead of stdout")
     p.add_argument("--annotate", metavar="DIR", help="also write annotated copies of the photos into DIR")
-    p.add_argument("--margin", type=float, default=0.1, help="extra border around each face box (fraction)")
+    add_photo_arguments(p)
 
     def func(args):
-        code = run_predict(args.inputs, args.model, args.output, args.annotate, margin=args.margin)
+        s = photo_settings(args.detector, args.margin, args.min_confidence)
+        code = run_predict(args.inputs, args.model, args.output, args.annotate, margin=s["margin"],
+                           detector=s["detector"], min_confidence=s["min_confidence"])
         if code:
             sys.exit(code)
 

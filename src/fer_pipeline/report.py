@@ -9,6 +9,7 @@ import numpy as np
 
 from .render import render
 
+
 def baselines(path: str | Path) -> list[dict]:
     """The peer baselines measured on this kind of machine (each row says how)."""
     import yaml

@@ -27,7 +27,8 @@ from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from .predict import FaceDetector, HaarFaceDetector, ImageTooLarge, analyse, decode_image
+from .faces import FaceDetector, make_detector
+from .predict import DEFAULTS, ImageTooLarge, add_photo_arguments, analyse, decode_image, photo_settings
 from .predictor import FACE_SHAPE, Predictor
 
 WEB = Path(__file__).parent / "web"
@@ -41,8 +42,10 @@ class Limits:
     max_faces: int = 20                   # per photo; the largest are kept
 
 
-def create_app(predictor: Predictor, detector: FaceDetector | None = None, limits: Limits | None = None):
-    detector = detector or HaarFaceDetector()
+def create_app(predictor: Predictor, detector: FaceDetector | None = None, limits: Limits | None = None,
+               settings: dict | None = None):
+    settings = settings or DEFAULTS
+    detector = detector or make_detector(settings["detector"])
     limits = limits or Limits()
     work = threading.Lock()
     predictor(np.zeros((1, *FACE_SHAPE), np.uint8))  # build the model's graph now, not in the first request
@@ -55,7 +58,8 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": predictor.spec, "model_info": predictor.info}
+        return {"status": "ok", "model": predictor.spec, "model_info": predictor.info,
+                "detector": detector.name}
 
     @app.get("/limits")
     def get_limits() -> dict:
@@ -86,7 +90,8 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
             code, message = errors[0]
             raise HTTPException(code, message)
         with work:
-            results = analyse(decoded, predictor, detector, max_faces=limits.max_faces)
+            results = analyse(decoded, predictor, detector, settings["margin"], max_faces=limits.max_faces,
+                              min_confidence=settings["min_confidence"])
         photos = [r.to_dict() for r in results]
         first = photos[0]
         return {**first, "photos": photos, "errors": [m for _, m in errors], "model": predictor.info,
@@ -105,6 +110,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="per photo, read from the header")
     p.add_argument("--max-photos", type=int, default=d.max_photos, help="per request")
     p.add_argument("--max-faces", type=int, default=d.max_faces, help="per photo (the largest are kept)")
+    add_photo_arguments(p)
 
     def func(args):
         import uvicorn
@@ -112,7 +118,8 @@ def add_parser(sub) -> None:
         from .predictor import load_predictor
 
         limits = Limits(args.max_bytes, args.max_pixels, args.max_photos, args.max_faces)
-        uvicorn.run(create_app(load_predictor(args.model), limits=limits), host=args.host, port=args.port,
-                    log_level="info")
+        settings = photo_settings(args.detector, args.margin, args.min_confidence)
+        uvicorn.run(create_app(load_predictor(args.model), limits=limits, settings=settings), host=args.host,
+                    port=args.port, log_level="info")
 
     p.set_defaults(func=func)

@@ -40,10 +40,13 @@ function renderPhoto(photo, url) {
     box.style.top = (100 * y / photo.height) + "%";
     box.style.width = (100 * w / photo.width) + "%";
     box.style.height = (100 * h / photo.height) + "%";
-    box.appendChild(el("span", "face-label", `${i + 1}: ${face.label} ${Math.round(100 * face.score)}%`));
+    const shown = face.uncertain ? `uncertain (${face.label}?)` : face.label;
+    box.appendChild(el("span", "face-label", `${i + 1}: ${shown} ${Math.round(100 * face.score)}%`));
     frame.appendChild(box);
     const card = el("div", "face");
-    card.appendChild(el("h3", null, `Face ${i + 1}: ${face.label}`));
+    card.appendChild(el("h3", null, face.uncertain
+      ? `Face ${i + 1}: uncertain (most likely ${face.label}, ${Math.round(100 * face.score)}%)`
+      : `Face ${i + 1}: ${face.label}`));
     Object.entries(face.probabilities).sort((a, b) => b[1] - a[1]).forEach(([name, p]) => {
       const bar = el("div", name === face.label ? "bar top" : "bar");
       bar.appendChild(el("span", "name", name));

@@ -1,0 +1,181 @@
+"""The FER2013 round trip: PrivateTest faces placed into larger synthetic photos, read back through
+the whole photo path (``predict.analyse``: detect, crop, classify), against the same model on the
+same faces given directly. What the photo path loses is the gap.
+
+    python benchmarks/photo_roundtrip.py [--model models/model.keras] [--faces 900] [--detectors haar mtcnn]
+
+Each face goes into one of three layouts, in turn:
+- ``scene``: upscaled 3-8x, rotated up to +-20 degrees, on a background (texture, gradient or
+  noise), shifted; the face keeps FER2013's margin around it;
+- ``fills``: the photo is the face alone, upscaled 3-8x and rotated, cut to its central 80%
+  (no margin: the face fills the frame, as in a selfie or a face crop);
+- ``group``: three faces, each upscaled and rotated, side by side on one background.
+A face counts as found when a detected face's centre lies within 40% of its size from the true
+centre. Accuracy end to end counts a missed face wrong. Labels: FER2013's, and the FER+ most-voted
+label where one exists (``--labels ferplus`` to report that one first). Time per photo is given as
+a ratio to Haar's in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def backgrounds(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    import cv2
+    from skimage import data
+
+    kind = rng.integers(4)
+    if kind == 0:
+        tex = [data.brick, data.grass, data.gravel][rng.integers(3)]()
+        return cv2.resize(tex, (w, h), interpolation=cv2.INTER_LINEAR)
+    if kind == 1:
+        yy, xx = np.mgrid[0:h, 0:w]
+        a, b = rng.uniform(-1, 1, 2)
+        g = a * xx / w + b * yy / h
+        return np.clip(127 + 100 * (g - g.mean()), 0, 255).astype(np.uint8)
+    if kind == 2:
+        noise = rng.normal(128, 50, (h // 8 + 1, w // 8 + 1))
+        return np.clip(cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
+    return np.full((h, w), int(rng.integers(30, 225)), np.uint8)
+
+
+def place(photo: np.ndarray, face: np.ndarray, cx: float, cy: float, scale: float, angle: float) -> float:
+    """Paste ``face`` (48x48) scaled and rotated about its centre onto ``photo`` at (cx, cy); the
+    face's side in the photo."""
+    import cv2
+
+    m = cv2.getRotationMatrix2D((23.5, 23.5), angle, scale)
+    m[:, 2] += (cx - 23.5, cy - 23.5)
+    h, w = photo.shape
+    warped = cv2.warpAffine(face, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    mask = cv2.warpAffine(np.ones((48, 48), np.float32), m, (w, h), flags=cv2.INTER_LINEAR)
+    photo[:] = (mask * warped + (1 - mask) * photo).astype(np.uint8)
+    return 48 * scale
+
+
+def make_photo(rng, faces: list[np.ndarray], layout: str) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+    """A photo and the true (cx, cy, side) of each face in it."""
+    import cv2
+
+    if layout == "fills":
+        s, a = rng.uniform(3, 8), rng.uniform(-20, 20)
+        side = int(48 * s)
+        m = cv2.getRotationMatrix2D((23.5, 23.5), a, s)
+        m[:, 2] += (side / 2 - 23.5, side / 2 - 23.5)
+        big = cv2.warpAffine(faces[0], m, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        cut = int(0.1 * side)
+        photo = big[cut:side - cut, cut:side - cut].copy()
+        return photo, [(photo.shape[1] / 2, photo.shape[0] / 2, 0.8 * side)]
+    scales = rng.uniform(3, 8, len(faces)) if layout == "scene" else rng.uniform(3, 5, len(faces))
+    sides = 48 * scales
+    w = int(sides.sum() * 1.6 + 80) if layout == "group" else int(sides[0] * rng.uniform(2.0, 3.0))
+    h = int(sides.max() * rng.uniform(1.8, 2.4))
+    photo = backgrounds(rng, h, w)
+    truth, x = [], 0.3 * sides[0] + 20
+    for face, s, side in zip(faces, scales, sides):
+        if layout == "group":
+            cx, x = x + side / 2, x + side * 1.6
+        else:
+            cx = rng.uniform(0.75 * side, w - 0.75 * side)
+        cy = rng.uniform(0.75 * side, h - 0.75 * side)
+        place(photo, face, cx, cy, s, rng.uniform(-20, 20))
+        truth.append((cx, cy, side))
+    return photo, truth
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="models/model.keras")
+    ap.add_argument("--data", default="data/processed/test.npz")
+    ap.add_argument("--faces", type=int, default=900)
+    ap.add_argument("--detectors", nargs="+", default=["haar", "mtcnn"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="also write the figures here")
+    a = ap.parse_args()
+
+    from fer_pipeline.faces import make_detector
+    from fer_pipeline.metrics import wilson_interval
+    from fer_pipeline.predict import analyse
+    from fer_pipeline.predictor import load_predictor
+    from fer_pipeline.registry import mcnemar_exact_p
+    from fer_pipeline.targets import most_voted
+
+    z = np.load(a.data)
+    x, y = z["x"][..., 0], z["y"]
+    fp = most_voted(z["votes"]) if "votes" in z.files else np.full(len(y), -1)
+    rng = np.random.default_rng(a.seed)
+    idx = rng.choice(len(x), size=min(a.faces, len(x)), replace=False)
+    predictor = load_predictor(a.model)
+    direct = predictor(x[idx][..., None]).argmax(1)
+
+    # the photos, the same for every detector
+    layouts = ["scene", "fills", "group"]
+    photos, k = [], 0
+    while k < len(idx):
+        layout = layouts[len(photos) % 3]
+        n = 3 if layout == "group" else 1
+        members = list(range(k, min(k + n, len(idx))))
+        photo, truth = make_photo(rng, [x[idx[i]] for i in members], layout if len(members) == n else "scene")
+        photos.append((photo, truth, members, layout))
+        k += len(members)
+
+    results = {"faces": len(idx), "photos": len(photos), "model": a.model,
+               "direct_accuracy": round(float((direct == y[idx]).mean()), 4), "detectors": {}}
+    has_fp = fp[idx] >= 0
+    results["direct_accuracy_ferplus"] = round(float((direct[has_fp] == fp[idx][has_fp]).mean()), 4) \
+        if has_fp.any() else None
+    for name in a.detectors:
+        detector = make_detector(name)
+        analyse([("warm-up", photos[0][0])], predictor, detector)  # load and trace once, untimed
+        pred = np.full(len(idx), -1)
+        by_layout: dict[str, list[int]] = {}
+        t0 = time.perf_counter()
+        for photo, truth, members, layout in photos:
+            (res,) = analyse([("p", photo)], predictor, detector)
+            for (cx, cy, side), i in zip(truth, members):
+                near = [f for f in res.faces
+                        if np.hypot(f["box"][0] + f["box"][2] / 2 - cx, f["box"][1] + f["box"][3] / 2 - cy) < 0.4 * side]
+                if near:
+                    pred[i] = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"].index(near[0]["label"])
+                by_layout.setdefault(layout, []).append(i)
+        seconds = time.perf_counter() - t0
+        found = pred >= 0
+        right = pred == y[idx]
+        lo, hi = wilson_interval(int(right.sum()), len(idx))
+        b = int((right & (direct != y[idx])).sum())
+        c = int((~right & (direct == y[idx])).sum())
+        r = {"found": round(float(found.mean()), 4), "accuracy": round(float(right.mean()), 4),
+             "accuracy_ci95": [round(lo, 4), round(hi, 4)],
+             "accuracy_on_found": round(float(right[found].mean()), 4) if found.any() else None,
+             "gap_points": round(100 * (float(right.mean()) - results["direct_accuracy"]), 2),
+             "p_vs_direct": mcnemar_exact_p(b, c),
+             "accuracy_ferplus": round(float((pred[has_fp] == fp[idx][has_fp]).mean()), 4) if has_fp.any() else None,
+             "seconds_per_photo": round(seconds / len(photos), 4),
+             "by_layout": {lay: {"found": round(float(found[m].mean()), 4), "accuracy": round(float(right[m].mean()), 4)}
+                           for lay, m in by_layout.items()}}
+        results["detectors"][name] = r
+    base = results["detectors"].get("haar", {}).get("seconds_per_photo")
+    print(f"{len(idx)} PrivateTest faces in {len(photos)} photos; model {a.model}; direct accuracy "
+          f"{100 * results['direct_accuracy']:.1f}% (FER+ labels {100 * (results['direct_accuracy_ferplus'] or 0):.1f}%)")
+    print("| detector | faces found | accuracy end to end (95% interval) | on found faces | gap to direct (McNemar p) "
+          "| FER+ labels end to end | found / accuracy: scene, fills, group | time per photo (x Haar) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results["detectors"].items():
+        lay = ", ".join(f"{100 * v['found']:.0f}/{100 * v['accuracy']:.0f}%" for v in r["by_layout"].values())
+        ratio = f" ({r['seconds_per_photo'] / base:.1f}x)" if base else ""
+        print(f"| {name} | {100 * r['found']:.1f}% | {100 * r['accuracy']:.1f}% ({100 * r['accuracy_ci95'][0]:.1f}-"
+              f"{100 * r['accuracy_ci95'][1]:.1f}) | {100 * (r['accuracy_on_found'] or 0):.1f}% | "
+              f"{r['gap_points']:+.1f} pt (p = {r['p_vs_direct']:.2g}) | {100 * (r['accuracy_ferplus'] or 0):.1f}% | "
+              f"{lay} | {1000 * r['seconds_per_photo']:.0f} ms{ratio} |")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Faces in photos: detectors, and the 48x48 crop the model reads.
+
+Two detectors sit behind one protocol (``detect(gray) -> list[Face]``):
+
+- ``mtcnn``: the ``mtcnn`` package (MIT; its weights ship inside the wheel; runs on the TensorFlow
+  we ship). It gives five landmarks per face, so the crop can be **aligned**: rotated so the eyes
+  are level, then scaled and placed so that the eyes, nose and mouth sit where they sit in
+  FER2013's training faces (``TEMPLATE``). A model trained on FER2013 learned FER2013's framing;
+  a detector's box plus a margin frames faces differently, and the model reads them worse.
+- ``haar``: OpenCV's frontal-face cascade (no landmarks): the box grown by a margin, resized.
+
+MTCNN misses faces that touch the image border and faces smaller than its smallest window, so an
+image is padded (edge pixels repeated) and small images are upscaled before it looks; boxes and
+landmarks are mapped back to the photo's coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .errors import FerError
+
+DETECT_MAX_SIDE = 1024   # large photos are searched at this size; boxes are mapped back
+SIZE = 48
+LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # image left / right
+
+# Where MTCNN puts the five landmarks on FER2013's own training faces, in 48x48 pixel coordinates
+# (median over the faces it found). Measured by
+#   python benchmarks/face_geometry.py --faces 3000     (2026-11-29, machine I)
+# on Training faces upscaled 4x and padded, as the photo path sees a face that fills the frame.
+TEMPLATE: dict[str, tuple[float, float]] = {
+    "left_eye": (15.8, 18.6),
+    "right_eye": (32.2, 18.6),
+    "nose": (24.0, 27.6),
+    "mouth_left": (17.3, 35.7),
+    "mouth_right": (30.7, 35.7),
+}
+
+
+@dataclass
+class Face:
+    box: tuple[int, int, int, int]                          # x, y, w, h in the photo
+    landmarks: dict[str, tuple[float, float]] | None = None  # LANDMARKS, photo coordinates
+    score: float | None = None                               # the detector's confidence
+    extra: dict = field(default_factory=dict)
+
+
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, gray: np.ndarray) -> list[Face]:
+        """Faces in ``gray`` (uint8, H x W), top to bottom, left to right."""
+
+
+def _in_order(faces: list[Face]) -> list[Face]:
+    return sorted(faces, key=lambda f: (f.box[1], f.box[0]))
+
+
+class HaarFaceDetector:
+    """OpenCV's Haar frontal-face cascade (shipped in opencv-python 4.x under cv2.data)."""
+
+    name = "haar"
+
+    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24):
+        import cv2
+
+        path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+        self.cascade = cv2.CascadeClassifier(path)
+        if self.cascade.empty():
+            raise FerError(f"Haar cascade not found at {path}: install opencv-python-headless<5")
+        self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+
+    def detect(self, gray: np.ndarray) -> list[Face]:
+        import cv2
+
+        h, w = gray.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+        small = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) \
+            if scale < 1 else gray
+        boxes = self.cascade.detectMultiScale(small, scaleFactor=self.scale_factor,
+                                              minNeighbors=self.min_neighbors,
+                                              minSize=(self.min_size, self.min_size))
+        return _in_order([Face(tuple(int(round(v / scale)) for v in b)) for b in boxes])
+
+
+class MtcnnFaceDetector:
+    """MTCNN (the ``mtcnn`` package) with five landmarks per face. ``pad``: border added on each
+    side as a fraction of the longer side (a face that fills the frame then has room around it);
+    images whose longer side is under ``min_side`` are upscaled to it first."""
+
+    name = "mtcnn"
+
+    def __init__(self, min_confidence: float = 0.9, pad: float = 0.25, min_side: int = 192):
+        import logging
+
+        logging.getLogger("mtcnn").setLevel(logging.ERROR)
+        from mtcnn import MTCNN
+
+        self.model = MTCNN(device="CPU:0")
+        self.min_confidence, self.pad, self.min_side = min_confidence, pad, min_side
+
+    def detect(self, gray: np.ndarray) -> list[Face]:
+        import cv2
+
+        h, w = gray.shape[:2]
+        side = max(h, w)
+        scale = DETECT_MAX_SIDE / side if side > DETECT_MAX_SIDE else max(1.0, self.min_side / side)
+        work = cv2.resize(gray, (round(w * scale), round(h * scale)),
+                          interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR) if scale != 1 else gray
+        p = int(round(self.pad * max(work.shape)))
+        work = cv2.copyMakeBorder(work, p, p, p, p, cv2.BORDER_REPLICATE)
+        found = self.model.detect_faces(np.repeat(work[..., None], 3, axis=-1))
+        faces = []
+        for d in found:
+            if float(d["confidence"]) < self.min_confidence:
+                continue
+            x, y, bw, bh = (float(v) for v in d["box"])
+            box = (int(round((x - p) / scale)), int(round((y - p) / scale)),
+                   int(round(bw / scale)), int(round(bh / scale)))
+            marks = {k: ((float(d["keypoints"][k][0]) - p) / scale, (float(d["keypoints"][k][1]) - p) / scale)
+                     for k in LANDMARKS}
+            faces.append(Face(box, marks, float(d["confidence"])))
+        return _in_order(faces)
+
+
+DETECTORS = {"mtcnn": MtcnnFaceDetector, "haar": HaarFaceDetector}
+
+
+def make_detector(name: str) -> FaceDetector:
+    if name not in DETECTORS:
+        raise FerError(f"unknown face detector {name!r}; allowed: {', '.join(DETECTORS)}")
+    return DETECTORS[name]()
+
+
+# --------------------------------------------------------------------------------------------
+# The crop the model reads
+
+
+def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.1) -> np.ndarray:
+    """The face box grown by ``margin`` on each side (clipped), resized to 48x48."""
+    import cv2
+
+    x, y, w, h = box
+    dx, dy = int(w * margin), int(h * margin)
+    H, W = gray.shape[:2]
+    x0, y0, x1, y1 = max(0, x - dx), max(0, y - dy), min(W, x + w + dx), min(H, y + h + dy)
+    face = gray[y0:y1, x0:x1]
+    interp = cv2.INTER_AREA if face.shape[0] > SIZE else cv2.INTER_LINEAR
+    return cv2.resize(face, (SIZE, SIZE), interpolation=interp)
+
+
+def alignment_matrix(landmarks: dict[str, tuple[float, float]],
+                     template: dict[str, tuple[float, float]] = TEMPLATE) -> np.ndarray:
+    """The 2x3 similarity transform photo -> 48x48 crop: the rotation that makes the eye line as
+    level as the template's (exactly), then the scale and shift that put the five landmarks
+    nearest (least squares) to the template's."""
+    src = np.array([landmarks[k] for k in LANDMARKS], np.float64)
+    dst = np.array([template[k] for k in LANDMARKS], np.float64)
+    eye = src[1] - src[0]
+    teye = dst[1] - dst[0]
+    theta = math.atan2(teye[1], teye[0]) - math.atan2(eye[1], eye[0])
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    r = src @ rot.T
+    rc, dc = r - r.mean(0), dst - dst.mean(0)
+    s = float((rc * dc).sum() / max((rc * rc).sum(), 1e-9))
+    t = dst.mean(0) - s * r.mean(0)
+    return np.hstack([s * rot, t[:, None]])
+
+
+def align_face(gray: np.ndarray, landmarks: dict[str, tuple[float, float]]) -> np.ndarray:
+    """The 48x48 crop framed like FER2013's faces (``alignment_matrix``). A large face is first
+    area-downscaled to about the crop's scale, so the warp does not alias; the border outside the
+    photo repeats its edge pixels."""
+    import cv2
+
+    m = alignment_matrix(landmarks)
+    s = float(np.hypot(*m[0, :2]))
+    if s < 0.5:
+        # the photo region the crop covers, then downscale it by s with area averaging
+        inv = cv2.invertAffineTransform(m)
+        corners = np.array([[0, 0, 1], [SIZE, 0, 1], [0, SIZE, 1], [SIZE, SIZE, 1]], np.float64) @ inv.T
+        x0, y0 = np.floor(corners.min(0)).astype(int) - 2
+        x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
+        H, W = gray.shape[:2]
+        region = cv2.copyMakeBorder(gray[max(0, y0):min(H, y1), max(0, x0):min(W, x1)],
+                                    max(0, -y0), max(0, y1 - H), max(0, -x0), max(0, x1 - W),
+                                    cv2.BORDER_REPLICATE)
+        small = cv2.resize(region, (max(1, round(region.shape[1] * s)), max(1, round(region.shape[0] * s))),
+                           interpolation=cv2.INTER_AREA)
+        fx, fy = small.shape[1] / region.shape[1], small.shape[0] / region.shape[0]
+        # photo point q = (u / f) + (x0, y0) for a point u of `small`
+        m = m @ np.array([[1 / fx, 0, x0], [0, 1 / fy, y0], [0, 0, 1]], np.float64)
+        gray = small
+    return cv2.warpAffine(gray, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def face_crop(gray: np.ndarray, face: Face, margin: float = 0.1) -> np.ndarray:
+    """The model's input for one detected face: aligned when the detector gave landmarks, else
+    the box with ``margin``."""
+    return align_face(gray, face.landmarks) if face.landmarks else crop_face(gray, face.box, margin)
+
+
+def eye_angle(landmarks: dict[str, tuple[float, float]]) -> float:
+    """Degrees the eye line is turned from level (positive: the right eye lower)."""
+    (lx, ly), (rx, ry) = landmarks["left_eye"], landmarks["right_eye"]
+    return math.degrees(math.atan2(ry - ly, rx - lx))

@@ -1,0 +1,171 @@
+"""Face detectors and aligned crops on real photos (scikit-image's astronaut; nothing shipped), and
+``fer evaluate-photos`` on a tiny labelled folder made here."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_pipeline.errors import FerError
+from fer_pipeline.faces import (
+    TEMPLATE,
+    HaarFaceDetector,
+    MtcnnFaceDetector,
+    align_face,
+    eye_angle,
+    face_crop,
+)
+from fer_pipeline.labels import LABELS
+from fer_pipeline.predictor import Predictor
+
+from helpers import astronaut_gray, repo_params, write_png
+
+
+@pytest.fixture(scope="module")
+def mtcnn():
+    return MtcnnFaceDetector()
+
+
+def rotated(img: np.ndarray, angle: float) -> np.ndarray:
+    h, w = img.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    return cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_mtcnn_finds_the_astronaut_with_five_landmarks_in_place(mtcnn):
+    (face,) = mtcnn.detect(astronaut_gray())
+    x, y, w, h = face.box
+    assert abs(x + w / 2 - 224) < 15 and abs(y + h / 2 - 118) < 20       # Haar's box centre: (224, 113)
+    (lx, ly), (rx, ry) = face.landmarks["left_eye"], face.landmarks["right_eye"]
+    assert lx < rx and abs(ly - ry) < 6 and y < ly < face.landmarks["nose"][1] < face.landmarks["mouth_left"][1]
+
+
+@pytest.mark.parametrize("angle", [-18, 15])
+def test_a_rotated_face_comes_back_upright(mtcnn, angle):
+    photo = rotated(astronaut_gray(), angle)
+    (face,) = mtcnn.detect(photo)
+    assert abs(eye_angle(face.landmarks)) > 8          # the photo's face is visibly turned
+    crop = align_face(photo, face.landmarks)
+    assert crop.shape == (48, 48)
+    # look again, on the crop itself: its eye line is level, its eyes where FER2013's are
+    (again,) = mtcnn.detect(cv2.resize(crop, (192, 192), interpolation=cv2.INTER_CUBIC))
+    assert abs(eye_angle(again.landmarks)) < 3
+    for k in ("left_eye", "right_eye"):
+        got = np.array(again.landmarks[k]) / 4
+        assert np.hypot(*(got - TEMPLATE[k])) < 3, (k, got, TEMPLATE[k])
+
+
+def test_a_face_that_fills_the_whole_image_is_found(mtcnn):
+    astro = astronaut_gray()
+    tight = astro[75:180, 180:270]                 # forehead to chin, cheek to cheek: no margin at all
+    for scale in (1, 4):
+        img = cv2.resize(tight, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        faces = mtcnn.detect(img)
+        assert len(faces) == 1, scale
+        x, y, w, h = faces[0].box
+        assert w > 0.6 * img.shape[1]               # it is the whole image, not a part of it
+
+
+@pytest.mark.parametrize("detector", ["haar", "mtcnn"])
+def test_a_photo_without_a_face_gives_no_face_and_no_error(detector, mtcnn):
+    from skimage import data
+
+    det = mtcnn if detector == "mtcnn" else HaarFaceDetector()
+    for img in (data.brick(), np.full((300, 400), 127, np.uint8), np.zeros((5, 5), np.uint8)):
+        assert det.detect(img) == []
+
+
+def test_the_crop_uses_the_landmarks_when_there_are_some(mtcnn):
+    photo = astronaut_gray()
+    (face,) = mtcnn.detect(photo)
+    aligned = face_crop(photo, face)
+    face.landmarks = None
+    boxed = face_crop(photo, face)
+    assert aligned.shape == boxed.shape == (48, 48) and not np.array_equal(aligned, boxed)
+
+
+# --- fer evaluate-photos --------------------------------------------------------------------
+
+
+def constant_predictor(label: str) -> Predictor:
+    """Always the same answer, so the expected figures follow from the folder by hand."""
+    p = np.full(len(LABELS), 0.05, np.float32)
+    p[LABELS.index(label)] = 0.7
+    return Predictor("constant", "test", lambda x: np.tile(p, (len(x), 1)))
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """happiness/ (alias): 3 astronaut photos; sad/: 1 astronaut, 1 photo without a face;
+    contempt/: skipped; surprised/: empty; plus an unreadable file in sad/."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("labelled")
+    astro = astronaut_gray()
+    for name in ("happiness", "sad", "contempt", "surprised"):
+        (root / name).mkdir()
+    for i, angle in enumerate((0, 8, -8)):
+        write_png(root / "happiness" / f"h{i}.png", rotated(astro, angle))
+    write_png(root / "sad" / "s0.png", astro[:, ::-1].copy())
+    write_png(root / "sad" / "wall.png", data.brick())
+    (root / "sad" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    write_png(root / "contempt" / "c0.png", astro)
+    return root
+
+
+def test_evaluate_photos_gives_the_figures_computed_by_hand(labelled, mtcnn):
+    from fer_pipeline.photo_eval import evaluate_photos
+
+    r = evaluate_photos(labelled, constant_predictor("happy"), mtcnn, 0.1, min_confidence=0.8, progress=False)
+    # 5 readable photos: 4 with a face (3 happy, 1 sad), 1 without; every found face says happy
+    assert r["images"] == 5 and r["faces_found"] == 4 and r["miss_rate"] == 0.2
+    assert r["accuracy"] == 0.6 and r["accuracy_on_found"] == 0.75
+    assert r["accuracy_ci95"] == pytest.approx([0.2307, 0.8824], abs=1e-4)   # Wilson, 3 of 5
+    assert r["recall"] == {"happy": 1.0, "sad": 0.0}
+    assert r["confusion"]["rows"] == ["happy", "sad"]
+    assert r["confusion"]["counts"] == [[0, 0, 0, 3, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0, 0, 1]]
+    assert r["predicted"]["happy"] == 4 and r["predicted"]["no face"] == 1
+    assert r["uncertain"] == 4                                  # 0.7 < 0.8 everywhere
+    # macro-F1 over happy and sad: happy P = 3/4, R = 1 -> 6/7; sad F1 = 0
+    assert r["macro_f1"] == pytest.approx(round((6 / 7 + 0) / 2, 4))
+    assert r["skipped"]["class_not_modelled"]["examples"] == ["contempt"]
+    assert r["skipped"]["empty_folder"]["examples"] == ["surprised"]
+    assert r["skipped"]["unreadable"]["examples"] == ["sad/broken.jpg"]
+    assert set(r["ms_per_image"]) == {"decode", "detect", "crop", "classify"}
+    assert r["slowest_stage"] in r["ms_per_image"]
+
+
+def test_an_unknown_class_folder_is_one_line_listing_the_allowed_names(tmp_path):
+    from fer_pipeline.photo_eval import list_photos
+
+    (tmp_path / "happy").mkdir()
+    (tmp_path / "joyful_ish").mkdir()
+    with pytest.raises(FerError, match=r"unknown class folder 'joyful_ish'; allowed \(with aliases\): angry, disgust"):
+        list_photos(tmp_path)
+    with pytest.raises(FerError, match="no class folders"):
+        list_photos(tmp_path / "happy")
+
+
+def test_the_command_writes_json_markdown_figure_and_an_mlflow_run(labelled, tmp_path, monkeypatch):
+    import mlflow
+
+    from fer_pipeline import photo_eval
+    from helpers import tiny_model_file
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    model = tiny_model_file(tmp_path / "tiny.keras")
+    r = photo_eval.run_evaluate_photos(str(labelled), str(model), str(tmp_path / "out"), "haar", 0.1, 0.4)
+    saved = json.loads((tmp_path / "out/photo_eval.json").read_text())
+    assert saved["images"] == 5 and saved["detector"] == "haar" and saved["mlflow_run"] == r["mlflow_run"]
+    assert "accuracy, end to end" in (tmp_path / "out/photo_eval.md").read_text()
+    assert (tmp_path / "out/confusion.png").read_bytes()[:4] == b"\x89PNG"
+    run = mlflow.MlflowClient().get_run(r["mlflow_run"])
+    assert run.data.metrics["photo_accuracy"] == r["accuracy"] and run.data.tags["detector"] == "haar"
+    assert run.data.tags["photo_set"] == labelled.name
+
+
+def test_the_photo_defaults_in_code_are_params_yaml_s_predict_section():
+    from fer_pipeline.predict import DEFAULTS
+
+    assert DEFAULTS == repo_params()["predict"]
