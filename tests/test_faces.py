@@ -151,6 +151,7 @@ def test_the_command_writes_json_markdown_figure_and_an_mlflow_run(labelled, tmp
     import mlflow
 
     from fer_pipeline import photo_eval
+
     from helpers import tiny_model_file
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
@@ -168,4 +169,4 @@ def test_the_command_writes_json_markdown_figure_and_an_mlflow_run(labelled, tmp
 def test_the_photo_defaults_in_code_are_params_yaml_s_predict_section():
     from fer_pipeline.predict import DEFAULTS
 
-    assert DEFAULTS == repo_params()["predict"]
+    assert repo_params()["predict"] == DEFAULTS

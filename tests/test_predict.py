@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fer_pipeline.errors import FerError
-from fer_pipeline.labels import LABELS
 from fer_pipeline.faces import HaarFaceDetector, crop_face
+from fer_pipeline.labels import LABELS
 from fer_pipeline.predict import analyse
 from fer_pipeline.predictor import load_predictor
 
