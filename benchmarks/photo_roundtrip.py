@@ -99,6 +99,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from fer_pipeline.faces import make_detector
+    from fer_pipeline.labels import LABELS
     from fer_pipeline.metrics import wilson_interval
     from fer_pipeline.predict import analyse
     from fer_pipeline.predictor import load_predictor
@@ -138,10 +139,10 @@ def main() -> None:
         for photo, truth, members, layout in photos:
             (res,) = analyse([("p", photo)], predictor, detector)
             for (cx, cy, side), i in zip(truth, members):
-                near = [f for f in res.faces
-                        if np.hypot(f["box"][0] + f["box"][2] / 2 - cx, f["box"][1] + f["box"][3] / 2 - cy) < 0.4 * side]
+                near = [f for f in res.faces if np.hypot(f["box"][0] + f["box"][2] / 2 - cx,
+                                                         f["box"][1] + f["box"][3] / 2 - cy) < 0.4 * side]
                 if near:
-                    pred[i] = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"].index(near[0]["label"])
+                    pred[i] = LABELS.index(near[0]["label"])
                 by_layout.setdefault(layout, []).append(i)
         seconds = time.perf_counter() - t0
         found = pred >= 0
@@ -154,14 +155,16 @@ def main() -> None:
              "accuracy_on_found": round(float(right[found].mean()), 4) if found.any() else None,
              "gap_points": round(100 * (float(right.mean()) - results["direct_accuracy"]), 2),
              "p_vs_direct": mcnemar_exact_p(b, c),
-             "accuracy_ferplus": round(float((pred[has_fp] == fp[idx][has_fp]).mean()), 4) if has_fp.any() else None,
+             "accuracy_ferplus": round(float((pred[has_fp] == fp[idx][has_fp]).mean()), 4)
+             if has_fp.any() else None,
              "seconds_per_photo": round(seconds / len(photos), 4),
-             "by_layout": {lay: {"found": round(float(found[m].mean()), 4), "accuracy": round(float(right[m].mean()), 4)}
-                           for lay, m in by_layout.items()}}
+             "by_layout": {lay: {"found": round(float(found[m].mean()), 4),
+                                 "accuracy": round(float(right[m].mean()), 4)} for lay, m in by_layout.items()}}
         results["detectors"][name] = r
     base = results["detectors"].get("haar", {}).get("seconds_per_photo")
     print(f"{len(idx)} PrivateTest faces in {len(photos)} photos; model {a.model}; direct accuracy "
-          f"{100 * results['direct_accuracy']:.1f}% (FER+ labels {100 * (results['direct_accuracy_ferplus'] or 0):.1f}%)")
+          f"{100 * results['direct_accuracy']:.1f}% "
+          f"(FER+ labels {100 * (results['direct_accuracy_ferplus'] or 0):.1f}%)")
     print("| detector | faces found | accuracy end to end (95% interval) | on found faces | gap to direct (McNemar p) "
           "| FER+ labels end to end | found / accuracy: scene, fills, group | time per photo (x Haar) |")
     print("|---|---|---|---|---|---|---|---|")
