@@ -24,7 +24,7 @@ def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("page")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "fer_pipeline.cli", "serve", "--model",
-                             str(tiny_model_file(d / "tiny.keras")), "--port", str(port)],
+                             str(tiny_model_file(d / "tiny.keras")), "--port", str(port), "--record", "none"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", proc)

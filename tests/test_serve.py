@@ -63,7 +63,7 @@ def photo_server(tmp_path_factory):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "fer_pipeline.cli", "serve", "--model", str(model),
                              "--port", str(port), "--max-bytes", "3000000", "--max-pixels", "30000000",
-                             "--max-photos", "3", "--max-faces", "5"],
+                             "--max-photos", "3", "--max-faces", "5", "--record", str(d / "faces.db")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", proc)

@@ -9,11 +9,14 @@ from .stage import one_line_errors
 
 
 def main(argv: list[str] | None = None) -> None:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow info/warning lines in command output
     parser = argparse.ArgumentParser(prog="fer", description="Facial emotion recognition tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    from . import experiments, export, photo_eval, predict, serve, workflow
+    from . import experiments, export, monitoring, photo_eval, predict, serve, workflow
 
-    for module in (predict, photo_eval, serve, export, workflow, experiments):
+    for module in (predict, photo_eval, serve, monitoring, export, workflow, experiments):
         module.add_parser(sub)
     args = parser.parse_args(argv)
     with one_line_errors("interrupted"):

@@ -188,6 +188,13 @@ class Predict(Section):
     min_confidence: Fraction
 
 
+class Monitor(Section):
+    record: Annotated[str, Field(min_length=1)]
+    max_rows: PosInt
+    psi_threshold: Annotated[float, Field(gt=0)]
+    min_faces: PosInt
+
+
 class Tracking(Section):
     experiment: Annotated[str, Field(min_length=1)]
 
@@ -197,7 +204,8 @@ class Tracking(Section):
 Params = create_model(  # type: ignore[no-redef]  # noqa: F811
     "Params", __base__=Section,
     ingest=(Ingest, ...), validate=(Validate, ...), preprocess=(Preprocess, ...), train=(Train, ...),
-    evaluate=(Evaluate, ...), export=(Export, ...), predict=(Predict, ...), tracking=(Tracking, ...))
+    evaluate=(Evaluate, ...), export=(Export, ...), predict=(Predict, ...), monitor=(Monitor, ...),
+    tracking=(Tracking, ...))
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -88,11 +88,12 @@ class PhotoResult:
 
 def analyse(images: list[tuple[str, np.ndarray]], predictor: Predictor, detector: FaceDetector,
             margin: float = 0.1, max_faces: int | None = None, min_confidence: float | None = None,
-            seconds: dict[str, float] | None = None) -> list[PhotoResult]:
+            seconds: dict[str, float] | None = None, crop_stats: bool = False) -> list[PhotoResult]:
     """Detect faces in every image (at most ``max_faces`` per image, the largest), crop each as
     the model expects (aligned when the detector gives landmarks), classify all faces in one
     batch. A face whose top probability is under ``min_confidence`` is marked ``uncertain``.
-    ``seconds``, if given, accumulates the time spent per stage (detect, crop, classify)."""
+    ``seconds``, if given, accumulates the time spent per stage (detect, crop, classify);
+    ``crop_stats`` adds each crop's ``brightness`` and ``contrast`` (what the face record keeps)."""
     import time
 
     seconds = seconds if seconds is not None else {}
@@ -116,7 +117,7 @@ def analyse(images: list[tuple[str, np.ndarray]], predictor: Predictor, detector
     t0 = time.perf_counter()
     probs = predictor(np.stack(crops)[..., None] if crops else np.zeros((0, 48, 48, 1)))
     seconds["classify"] = seconds.get("classify", 0.0) + time.perf_counter() - t0
-    for (res, face), p in zip(owners, probs):
+    for (res, face), p, crop in zip(owners, probs, crops):
         k = int(np.argmax(p))
         out = {"box": [int(v) for v in face.box], "label": LABELS[k], "score": round(float(p[k]), 4),
                "probabilities": {n: round(float(v), 4) for n, v in zip(LABELS, p)}}
@@ -124,6 +125,8 @@ def analyse(images: list[tuple[str, np.ndarray]], predictor: Predictor, detector
             out["aligned"] = True
         if min_confidence is not None:
             out["uncertain"] = bool(p[k] < min_confidence)
+        if crop_stats:
+            out["brightness"], out["contrast"] = round(float(crop.mean()), 2), round(float(crop.std()), 2)
         res.faces.append(out)
     return results
 

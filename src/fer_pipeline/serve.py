@@ -4,7 +4,9 @@
                    its HTML, JS and CSS are served from ``web/`` in this package)
 ``POST /predict``  one or more photos (form field ``file``, repeatable) -> faces, labels and the
                    seven probabilities per face, which model answered, and how long it took
-``GET /health``    liveness and the model
+``GET /health``    liveness, the model, the detector, and whether faces are being recorded
+``GET /metrics``   Prometheus metrics (``telemetry``): requests, latency, photos, faces, emotions,
+                   top probabilities, photos without a face, refused uploads by reason
 
 Handlers are plain ``def``: FastAPI runs them in its thread pool, so decoding, face detection and
 the model never block the event loop (``/health`` answers while a photo is processed). One lock
@@ -13,21 +15,29 @@ across threads); waiting requests hold a pool thread, not the loop. Limits, chec
 decoding: bytes per photo (413), pixels per photo from the image header (413), photos per request
 (413), faces per photo (the largest are kept; the rest are counted). The plain model (48x48 faces
 in, 7 probabilities out) is served by ``mlflow models serve`` instead (see README).
+
+Each classified face is appended to the face record (``monitoring.FaceRecord``: emotion,
+probabilities, size, brightness, contrast; never the image) that ``fer monitor`` checks for drift.
+``fer serve --workers N`` starts N processes (uvicorn), each loading the model once, on one port.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, UploadFile
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from . import telemetry
 from .faces import FaceDetector, make_detector
+from .monitoring import FaceRecord
 from .predict import DEFAULTS, ImageTooLarge, add_photo_arguments, analyse, decode_image, photo_settings
 from .predictor import FACE_SHAPE, Predictor
 
@@ -43,7 +53,7 @@ class Limits:
 
 
 def create_app(predictor: Predictor, detector: FaceDetector | None = None, limits: Limits | None = None,
-               settings: dict | None = None):
+               settings: dict | None = None, record: FaceRecord | None = None):
     settings = settings or DEFAULTS
     detector = detector or make_detector(settings["detector"])
     limits = limits or Limits()
@@ -52,6 +62,20 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
     app = FastAPI(title="FER2013 emotion service", version="2")
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", None) or "other"   # the route's template, never a raw URL
+        telemetry.REQUESTS.labels(name, str(response.status_code)).inc()
+        telemetry.LATENCY.labels(name).observe(time.perf_counter() - t0)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics():
+        return Response(telemetry.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     @app.get("/", include_in_schema=False)
     def page():
         return FileResponse(WEB / "index.html")
@@ -59,7 +83,8 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok", "model": predictor.spec, "model_info": predictor.info,
-                "detector": detector.name}
+                "detector": detector.name, "recording": bool(record and record.recording),
+                "record": record.error if record and record.error else (record.path if record else None)}
 
     @app.get("/limits")
     def get_limits() -> dict:
@@ -69,20 +94,24 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
     def predict(file: list[UploadFile] = File(...)) -> dict:
         t0 = time.perf_counter()
         if len(file) > limits.max_photos:
+            telemetry.REFUSED.labels("count").inc()
             raise HTTPException(413, f"{len(file)} photos in one request; the limit is {limits.max_photos}")
         errors, decoded = [], []
         for upload in file:
             name = upload.filename or "upload"
             data = upload.file.read(limits.max_bytes + 1)
             if len(data) > limits.max_bytes:
+                telemetry.REFUSED.labels("size").inc()
                 errors.append((413, f"{name}: larger than {limits.max_bytes / 1e6:.0f} MB"))
                 continue
             try:
                 gray = decode_image(data, limits.max_pixels)
             except ImageTooLarge as exc:
+                telemetry.REFUSED.labels("pixels").inc()
                 errors.append((413, f"{name}: {exc}"))
                 continue
             if gray is None:
+                telemetry.REFUSED.labels("type").inc()
                 errors.append((400, f"{name}: not a readable image (JPEG, PNG, WebP, ...)"))
                 continue
             decoded.append((name, gray))
@@ -91,13 +120,30 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
             raise HTTPException(code, message)
         with work:
             results = analyse(decoded, predictor, detector, settings["margin"], max_faces=limits.max_faces,
-                              min_confidence=settings["min_confidence"])
+                              min_confidence=settings["min_confidence"], crop_stats=True)
+        faces = [f for r in results for f in r.faces]
+        if record is not None:
+            record.add(faces, predictor.spec)
+        for f in faces:  # kept for the record and the metrics, not part of the answer
+            f.pop("brightness"), f.pop("contrast")
         photos = [r.to_dict() for r in results]
+        telemetry.observe_photos(photos)
         first = photos[0]
         return {**first, "photos": photos, "errors": [m for _, m in errors], "model": predictor.info,
                 "seconds": round(time.perf_counter() - t0, 3)}
 
     return app
+
+
+def app_from_env():
+    """The app as configured by ``fer serve`` through ``FER_SERVE`` (JSON): what each worker
+    process builds (uvicorn's factory), loading the model once per process."""
+    from .predictor import load_predictor
+
+    cfg = json.loads(os.environ["FER_SERVE"])
+    record = FaceRecord(cfg["record"], cfg["max_rows"]) if cfg.get("record") else None
+    return create_app(load_predictor(cfg["model"]), limits=Limits(**cfg["limits"]), settings=cfg["settings"],
+                      record=record)
 
 
 def add_parser(sub) -> None:
@@ -110,16 +156,33 @@ def add_parser(sub) -> None:
     p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="per photo, read from the header")
     p.add_argument("--max-photos", type=int, default=d.max_photos, help="per request")
     p.add_argument("--max-faces", type=int, default=d.max_faces, help="per photo (the largest are kept)")
+    p.add_argument("--workers", type=int, default=1, help="processes serving the port (each loads the model)")
+    p.add_argument("--record", help="face record for fer monitor (default: monitor.record in params.yaml); "
+                                    "'none' records nothing")
     add_photo_arguments(p)
 
     def func(args):
+        import tempfile
+
         import uvicorn
 
         from .predictor import load_predictor
 
-        limits = Limits(args.max_bytes, args.max_pixels, args.max_photos, args.max_faces)
-        settings = photo_settings(args.detector, args.margin, args.min_confidence)
-        uvicorn.run(create_app(load_predictor(args.model), limits=limits, settings=settings), host=args.host,
+        monitor = {"record": "reports/monitor/faces.db", "max_rows": 1_000_000}
+        if Path("params.yaml").exists():
+            from .params import load
+
+            monitor = load(["monitor"])["monitor"]
+        record = args.record or monitor["record"]
+        load_predictor(args.model)  # a bad model is one line here, not an error in every worker
+        os.environ["FER_SERVE"] = json.dumps({
+            "model": args.model, "limits": asdict(Limits(args.max_bytes, args.max_pixels, args.max_photos,
+                                                         args.max_faces)),
+            "settings": photo_settings(args.detector, args.margin, args.min_confidence),
+            "record": None if record == "none" else record, "max_rows": monitor["max_rows"]})
+        if args.workers > 1:  # before the workers import prometheus_client: they share one metrics folder
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fer-metrics-")
+        uvicorn.run("fer_pipeline.serve:app_from_env", factory=True, workers=args.workers, host=args.host,
                     port=args.port, log_level="info")
 
     p.set_defaults(func=func)

@@ -1,0 +1,42 @@
+"""The benchmarks run at tiny sizes, so that they cannot rot; their real figures come from quiet
+machines (benchmarks/README.md)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from helpers import tiny_model_file
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_load_benchmark_runs_and_reports_every_request(tmp_path):
+    out = tmp_path / "load.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/serve_load.py"), "--model",
+                        str(tiny_model_file(tmp_path / "tiny.keras")), "--clients", "2", "--requests", "2",
+                        "--workers", "1", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (row,) = json.loads(out.read_text())
+    assert row["requests"] == 4 and row["errors"] == 0 and row["p99_ms"] >= row["p50_ms"] > 0
+    assert row["peak_rss_mb"] > 100 and "| 1 | 4 | 0 |" in r.stdout
+
+
+def test_the_round_trip_benchmark_runs_on_a_tiny_test_split(tmp_path):
+    import numpy as np
+
+    from conftest import synthetic_face
+
+    x = np.stack([synthetic_face(i) for i in range(6)])[..., None]
+    np.savez(tmp_path / "test.npz", x=x, y=np.arange(6) % 7, votes=np.zeros((6, 10), np.int16))
+    out = tmp_path / "rt.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/photo_roundtrip.py"), "--model",
+                        str(tiny_model_file(tmp_path / "tiny.keras")), "--data", str(tmp_path / "test.npz"),
+                        "--faces", "6", "--detectors", "haar", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["faces"] == 6 and res["photos"] == 4 and set(res["detectors"]) == {"haar"}
+    assert set(res["detectors"]["haar"]["by_layout"]) == {"scene", "fills", "group"}
