@@ -170,3 +170,18 @@ def _mlflow_uris_do_not_leak_between_tests():
 
         mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
         mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+
+
+# Made-With-ML's split of tests into code, data and model, by file: `pytest -m data` runs the data
+# tests alone (every test gets exactly one of the three).
+KIND = {
+    "data": {"test_data", "test_validation", "test_preprocess", "test_targets", "test_labels"},
+    "model": {"test_models", "test_training", "test_behaviour", "test_export", "test_augment"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        kind = next((k for k, mods in KIND.items() if module in mods), "code")
+        item.add_marker(getattr(pytest.mark, kind))

@@ -14,9 +14,8 @@ contrast of those 48x48 faces). Each field has one named statistic, the populati
 index (PSI: categories for emotions, the reference's deciles for the numbers), and drifts when it
 exceeds ``monitor.psi_threshold``; the two-sample KS test (numbers) or chi-square test (emotions)
 is reported beside it with its p-value. Face size has no reference in FER2013 (every face there is
-48x48): it is summarised, not judged. scipy and matplotlib do the work; the drift libraries
-(Evidently, NannyML, whylogs) pull their own pins of pandas, numpy or pydantic, which this
-project's lock does not allow beside TensorFlow and MLflow.
+48x48): it is summarised, not judged. scipy and matplotlib do the work (why not Evidently, NannyML
+or whylogs: docs/serving.md, "Operating the service").
 """
 
 from __future__ import annotations

@@ -1,0 +1,64 @@
+"""Behavioural tests of a trained model (Made-With-ML's invariance and directional tests), on the
+workspace's models/model.keras and its test faces; they skip with the reason when either is absent
+(a fresh clone has neither until `./run.sh`).
+
+- Invariance: a horizontal flip keeps the prediction for most faces (TTA averages the mirror, so
+  it assumes this), and so does a small change of brightness.
+- Direction: a face made darker and flatter does not become more confidently happy; blanking the
+  face leaves no confident prediction.
+"""
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+MODEL = REPO / "models/model.keras"
+TEST = REPO / "data/processed/test.npz"
+pytestmark = [pytest.mark.model, pytest.mark.skipif(
+    not MODEL.exists() or not TEST.exists(),
+    reason="no trained model or test split in the workspace: run ./run.sh (or dvc repro) first")]
+
+
+@pytest.fixture(scope="module")
+def faces_and_probs():
+    import keras
+
+    model = keras.models.load_model(MODEL)
+    x = np.load(TEST)["x"][:1000].astype(np.float32)
+
+    def probs(batch):
+        return model.predict(batch, batch_size=256, verbose=0)
+
+    return x, probs, probs(x)
+
+
+def test_a_mirrored_face_keeps_its_prediction_for_most_faces(faces_and_probs):
+    x, probs, p = faces_and_probs
+    same = (probs(x[:, :, ::-1, :]).argmax(1) == p.argmax(1)).mean()
+    assert same >= 0.85, f"only {same:.1%} of predictions survive a horizontal flip"
+
+
+@pytest.mark.parametrize("delta", [-15, 15])
+def test_a_small_brightness_change_keeps_the_prediction(faces_and_probs, delta):
+    x, probs, p = faces_and_probs
+    same = (probs(np.clip(x + delta, 0, 255)).argmax(1) == p.argmax(1)).mean()
+    assert same >= 0.85, f"only {same:.1%} of predictions survive a brightness change of {delta}"
+
+
+def test_a_blank_face_gets_no_confident_prediction(faces_and_probs):
+    _, probs, _ = faces_and_probs
+    blank = np.full((3, 48, 48, 1), [[[[0.0]]], [[[128.0]]], [[[255.0]]]], np.float32)
+    assert probs(blank).max() < 0.9
+
+
+def test_happy_faces_are_less_happy_when_their_mouth_is_hidden(faces_and_probs):
+    from fer_pipeline.labels import LABELS
+
+    x, probs, p = faces_and_probs
+    happy = LABELS.index("happy")
+    sure = x[p[:, happy] > 0.8][:200]
+    covered = sure.copy()
+    covered[:, 30:44, 10:38, :] = covered.mean(axis=(1, 2, 3), keepdims=True)   # a patch over the mouth
+    before, after = p[p[:, happy] > 0.8][:200, happy], probs(covered)[:, happy]
+    assert len(sure) >= 50 and after.mean() < before.mean() - 0.1
