@@ -103,7 +103,7 @@ def main() -> None:
     from fer_pipeline.metrics import wilson_interval
     from fer_pipeline.predict import analyse
     from fer_pipeline.predictor import load_predictor
-    from fer_pipeline.registry import mcnemar_exact_p
+    from fer_pipeline.promotion import mcnemar_exact_p
     from fer_pipeline.targets import most_voted
 
     z = np.load(a.data)

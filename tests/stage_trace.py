@@ -5,7 +5,8 @@
 Records every loaded module whose file lies in the repository, every file in the repository the
 stage opened for reading or writing (Python's audit hook sees ``open`` from Python code: builtins,
 numpy, pandas CSV, zipfile, PIL; not files read by C++ libraries such as Arrow or TFLite), and the
-params sections the stage asked for (``fer_pipeline.params.READ``).
+params sections the stage asked for (every ``fer_pipeline.params.load(sections)`` call, recorded by
+wrapping ``load`` here: the package keeps no test hook).
 """
 
 import atexit
@@ -18,6 +19,7 @@ stage, trace_file, stage_args = sys.argv[1], sys.argv[2], sys.argv[3:]
 root = os.path.realpath(os.getcwd())
 reads: set[str] = set()
 writes: set[str] = set()
+params_read: list[str] = []
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
 
 
@@ -52,14 +54,24 @@ def dump():
         rel = _inside(f) if f else None
         if rel:
             modules.add(rel)
-    params = sys.modules.get("fer_pipeline.params")
     with open(trace_file, "w") as fh:
         json.dump({"stage": stage, "modules": sorted(modules), "reads": sorted(reads), "writes": sorted(writes),
-                   "params": sorted(set(params.READ)) if params else []}, fh)
+                   "params": sorted(set(params_read))}, fh)
 
 
 sys.addaudithook(hook)
 atexit.register(dump)
 sys.path.insert(0, os.path.join(root, "pipeline"))
+import fer_pipeline.params as _params  # noqa: E402  (the stage's own copy, through pipeline/fer_pipeline)
+
+_load = _params.load
+
+
+def _recording_load(sections=None, path="params.yaml"):
+    params_read.extend(sections or [])
+    return _load(sections, path)
+
+
+_params.load = _recording_load
 sys.argv = [f"pipeline/{stage}.py", *stage_args]
 runpy.run_path(f"pipeline/{stage}.py", run_name="__main__")

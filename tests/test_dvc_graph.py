@@ -127,6 +127,8 @@ def traced(fer_fixture, tmp_path_factory):
     (repo / "data/raw").mkdir(parents=True)
     shutil.copy(fer_fixture.zip, repo / "data/raw/fer2013.zip")
     shutil.copy(fer_fixture.votes_csv, repo / "data/raw/fer2013_ferplus_votes.csv")
+    (repo / "reports").mkdir()
+    shutil.copy(REPO / "reports/baselines.yaml", repo / "reports/baselines.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for key, value in TINY.items():
         _set(params, key, value)

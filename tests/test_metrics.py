@@ -12,7 +12,7 @@ from fer_pipeline.metrics import (
     tta_offsets,
     wilson_interval,
 )
-from fer_pipeline.registry import write_predictions_csv
+from fer_pipeline.promotion import write_predictions_csv
 
 
 def test_metrics_match_hand_computed_values():

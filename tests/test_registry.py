@@ -4,14 +4,8 @@ moving ``@champion`` by that rule (a real sqlite store)."""
 import numpy as np
 import pytest
 
-from fer_pipeline.registry import (
-    compare,
-    decide,
-    decide_from_csv,
-    mcnemar_exact_p,
-    read_predictions_csv,
-    register_and_decide,
-)
+from fer_pipeline.promotion import compare, decide, decide_from_csv, mcnemar_exact_p, read_predictions_csv
+from fer_pipeline.registry import register_and_decide
 
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 

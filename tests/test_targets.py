@@ -84,6 +84,8 @@ def test_a_ferplus_soft_pipeline_trains_on_votes_and_reports_both_scoreboards(fe
                                    "bn_vgg": {"widths": [8], "convs_per_stage": 1, "dropout": 0.0, "dense": 0}}})
     raw["evaluate"]["grid_size"] = 4
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/baselines.yaml").write_text((REPO / "reports/baselines.yaml").read_text())
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     for stage in ("ingest", "validate", "preprocess", "train", "evaluate"):
         r = subprocess.run(stage_cmd(stage), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -9,7 +9,8 @@ from pathlib import Path
 from . import plots
 from .fsutil import write_json, write_text
 from .metrics import confusion, evaluate_model, ferplus_scoreboard, with_interval
-from .registry import register_and_decide, write_predictions_csv
+from .promotion import write_predictions_csv
+from .registry import register_and_decide
 from .report import baselines as peer_baselines
 from .report import describe_model, headline, model_card, pick_examples
 
@@ -51,7 +52,7 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
     from . import tracking
     from .errors import FerError
     from .fsutil import load_split, load_votes
-    from .registry import TARGET_COLUMN, TARGET_TEXT
+    from .promotion import TARGET_COLUMN, TARGET_TEXT
     from .targets import most_voted
 
     cfg = params["evaluate"]

@@ -80,7 +80,7 @@ def run_export(params: dict, *, model: str, data: str, tflite: str, report: str)
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export-tflite", help="convert a .keras model to TFLite and check test accuracy parity")
-    p.add_argument("--model", default="models/model.keras")
+    p.add_argument("--model", help="a .keras file (default: the pipeline's, from dvc.yaml)")
     p.add_argument("--out", help="default: beside --model, with the suffix .tflite")
     p.add_argument("--data", default="data/processed", help="folder with test.npz (preprocess output)")
     p.add_argument("--quantize", choices=["dynamic", "float16", "none"],
@@ -93,6 +93,10 @@ def add_parser(sub) -> None:
         from .fsutil import write_json
         from .params import load
 
+        if args.model is None:
+            from .predictor import pipeline_defaults
+
+            args.model = pipeline_defaults()[0]
         if args.quantize is None or args.max_drop_points is None:  # params.yaml holds the defaults
             cfg = load(["export"])["export"]
             args.quantize = args.quantize or cfg["quantize"]

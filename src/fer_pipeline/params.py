@@ -302,9 +302,6 @@ def select(params: dict, paths: list[str]) -> dict:
     return out
 
 
-READ: list[str] = []  # the sections handed out in this process (read by the dependency trace test)
-
-
 def load(sections: list[str] | None = None, path: str | os.PathLike = "params.yaml") -> dict:
     """Read and validate ``params.yaml``; return only ``sections`` (all when None)."""
     try:
@@ -317,7 +314,6 @@ def load(sections: list[str] | None = None, path: str | os.PathLike = "params.ya
     params = validate_params(raw)
     if sections is None:
         return params
-    READ.extend(sections)
     return select(params, sections)
 
 

@@ -13,7 +13,21 @@ import numpy as np
 from .errors import FerError
 from .labels import LABELS
 
-DEFAULT_MODEL_FILE = "models/model.keras"
+
+def pipeline_defaults() -> tuple[str, str]:
+    """The pipeline's model file (the train stage's ``model=`` in dvc.yaml) and registered model
+    name (params.yaml's ``evaluate.registered_model``), read from the repository when the command
+    runs in one; outside one, the names the repository ships with."""
+    model, name = "models/model.keras", "fer-emotion"
+    if Path("dvc.yaml").exists():
+        from .stage import declared_paths
+
+        model = declared_paths("train").get("model", model)
+    if Path("params.yaml").exists():
+        from .params import load
+
+        name = load(["evaluate"])["evaluate"]["registered_model"]
+    return model, name
 FACE_SHAPE = (48, 48, 1)  # what every model form takes: one grayscale face, raw 0-255
 
 
@@ -72,20 +86,21 @@ def keras_predictor(model, spec: str) -> Predictor:
     return Predictor(spec, "keras", _keras_fn(model))
 
 
-def load_predictor(spec: str | None = None, registered_model: str = "fer-emotion") -> Predictor:
+def load_predictor(spec: str | None = None) -> Predictor:
     """``spec``: a .keras / .tflite path or an MLflow URI. None: the registry champion, else the
-    pipeline's model file; a message on stderr says which was used."""
+    pipeline's model file (``pipeline_defaults``); a message on stderr says which was used."""
     if spec is None:
+        model_file, registered_model = pipeline_defaults()
         try:
             pred = load_predictor(f"models:/{registered_model}@champion")
             print(f"model: {pred.spec} (registry champion)", file=sys.stderr)
             return pred
         except FerError:
-            if Path(DEFAULT_MODEL_FILE).exists():
-                print(f"model: no registered champion; using {DEFAULT_MODEL_FILE}", file=sys.stderr)
-                return load_predictor(DEFAULT_MODEL_FILE)
+            if Path(model_file).exists():
+                print(f"model: no registered champion; using {model_file}", file=sys.stderr)
+                return load_predictor(model_file)
             raise FerError(f"no model: no '{registered_model}@champion' in the MLflow registry and no "
-                           f"{DEFAULT_MODEL_FILE}; train one with `./run.sh` (or `dvc repro`), "
+                           f"{model_file}; train one with `./run.sh` (or `dvc repro`), "
                            "or pass --model") from None
     if spec.startswith(("models:/", "runs:/")):
         import mlflow

@@ -167,8 +167,8 @@ def stored_predictions_at(repo: Path, rev: str | None) -> dict[str, str]:
 
 def compare_revisions(repo: Path, base: str, candidate: str | None = None):
     """The promotion rule (``registry``) for ``candidate``'s predictions (a git revision, e.g. a DVC
-    experiment's; None = the workspace) against those committed at ``base``: a ``registry.Decision``."""
-    from . import registry
+    experiment's; None = the workspace) against those committed at ``base``: a ``promotion.Decision``."""
+    from . import promotion
     from .labels import LABELS
     from .params import load
 
@@ -177,14 +177,14 @@ def compare_revisions(repo: Path, base: str, candidate: str | None = None):
     old = stored_predictions_at(repo, resolve_revision(repo, base))
     new = stored_predictions_at(repo, candidate and resolve_revision(repo, candidate))
     target = training_target_at(repo, candidate)
-    column = registry.TARGET_COLUMN[target]
+    column = promotion.TARGET_COLUMN[target]
     if "val" not in new:
-        return registry.keep_champion(alpha, min_gain, f"{candidate or 'the workspace'} has no val predictions "
+        return promotion.keep_champion(alpha, min_gain, f"{candidate or 'the workspace'} has no val predictions "
                                                        "(run the evaluate stage): nothing to compare", column)
     if "val" not in old:
-        return registry.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with",
+        return promotion.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with",
                                     column)
-    return registry.decide_from_csv(new, old, list(LABELS), alpha, min_gain, target)
+    return promotion.decide_from_csv(new, old, list(LABELS), alpha, min_gain, target)
 
 
 def training_target_at(repo: Path, rev: str | None) -> str:
@@ -238,7 +238,7 @@ def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: P
 
 
 def comparison_lines(decision) -> list[str]:
-    from .registry import Comparison
+    from .promotion import Comparison
 
     return [f"- {Comparison(**c).line()}" + (" (decides)" if c["split"] == "val" else " (reported only)")
             for c in (decision.val, decision.test) if c]
