@@ -108,5 +108,5 @@ def test_a_ferplus_soft_pipeline_trains_on_votes_and_reports_both_scoreboards(fe
     assert "tta_accuracy" in details["test_ferplus"]
     assert details["registry"]["rule"].endswith("against FER+ most-voted labels)")
     headline = json.loads((tmp_path / "reports/metrics.json").read_text())
-    assert headline["fp_n"] == n_test_fp and headline["labels"] == "ferplus_soft"
+    assert headline["fp_acc"] == details["test_ferplus"]["accuracy"] and details["target"]["labels"] == "ferplus_soft"
     assert "FER+ most-voted label" in (tmp_path / "reports/model_card.md").read_text()

@@ -210,7 +210,8 @@ def overrides_between(base: dict, exp: dict) -> list[str]:
             for k, v in b.items() if a.get(k) != v]
 
 
-def row_from_commit(root: Path, name: str, sha: str, what: str, decision: str, machine: str | None) -> dict:
+def row_from_commit(root: Path, name: str, sha: str, what: str, decision: str, machine: str | None,
+                    experiment: bool = True) -> dict:
     def show(path: str):
         return _git(root, "show", f"{sha}:{path}")
 
@@ -223,8 +224,9 @@ def row_from_commit(root: Path, name: str, sha: str, what: str, decision: str, m
     if machine is None:
         machine = _machine_of(json.loads(show("models/mlflow_run.json")).get("run_id"))
     sets = " ".join(overrides_between(base, params))
+    command = f"dvc exp run --temp -n {name} {sets}".strip() if experiment else f"dvc repro (the lock of {sha[:7]})"
     return {
-        "name": name, "what": what, "command": f"dvc exp run --temp -n {name} {sets}".strip(),
+        "name": name, "what": what, "command": command,
         "labels": t.get("labels", "fer2013"), "model": model, "crop_size": t["crop_size"], "epochs": t["epochs"],
         **({"progressive": t["progressive"]} if t["progressive"]["epochs"] else {}),
         "train_images": train["train_images"], "gflop": train["train_gflop_per_image"],
@@ -256,9 +258,12 @@ def _machine_of(run_id: str | None) -> str:
         return "unknown machine"
 
 
-def record(root: Path, name: str, what: str, decision: str, machine: str | None = None) -> dict:
-    """Write (or replace) the row of experiment ``name`` in the record; the row."""
-    row = row_from_commit(root, name, experiment_commit(root, name), what, decision, machine)
+def record(root: Path, name: str, what: str, decision: str, machine: str | None = None,
+           rev: str | None = None) -> dict:
+    """Write (or replace) the row of experiment ``name`` in the record (``rev``: a git revision whose
+    committed lock is the run, e.g. the default's `dvc repro`); the row."""
+    row = row_from_commit(root, name, experiment_commit(root, rev or name), what, decision, machine,
+                          experiment=rev is None)
     rows = [r for r in load_rows(root) if r["name"] != name] + [row]
     write_text(root / RECORD, HEADER + yaml.safe_dump(rows, sort_keys=False, width=200, default_flow_style=None))
     return row
@@ -272,9 +277,10 @@ def add_parser(sub) -> None:
     r.add_argument("--what", required=True, help="one line: what the run changed")
     r.add_argument("--decision", required=True, help="one line: what it showed and what was decided")
     r.add_argument("--machine", help="the machine (default: the run's MLflow tag cpu_model)")
+    r.add_argument("--rev", help="a git revision whose committed lock is the run (a plain `dvc repro`)")
 
     def record_cmd(args):
-        row = record(Path("."), args.name, args.what, args.decision, args.machine)
+        row = record(Path("."), args.name, args.what, args.decision, args.machine, args.rev)
         render(Path("."))
         print(f"recorded {row['name']} ({row['commit']}): val {row['val']}%, test {row['test']}%; {PAGE} rewritten")
 

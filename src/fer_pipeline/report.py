@@ -30,19 +30,15 @@ def headline(metrics: dict, train: dict, decision: dict | None) -> dict:
     out = {
         "test_acc": t["accuracy"], "test_lo": t["accuracy_ci95"][0], "test_hi": t["accuracy_ci95"][1],
         "test_tta": t.get("tta_accuracy"), "test_f1": t["macro_f1"],
-        "val_acc": v["accuracy"], "val_tta": v.get("tta_accuracy"),
-        # the second scoreboard: the FER+ most-voted label (images that have one)
+        "val_acc": v["accuracy"],  # val's TTA figure: evaluation.json (the table must fit 160 columns)
+        # the second scoreboard: the FER+ most-voted label (its interval and image count are in
+        # evaluation.json's test_ferplus; the training target is params' train.labels)
         "fp_acc": metrics.get("test_ferplus", {}).get("accuracy"),
-        "fp_lo": (metrics.get("test_ferplus", {}).get("accuracy_ci95") or [None])[0],
-        "fp_hi": (metrics.get("test_ferplus", {}).get("accuracy_ci95") or [None, None])[1],
         "fp_tta": metrics.get("test_ferplus", {}).get("tta_accuracy"),
-        "fp_n": metrics.get("test_ferplus", {}).get("images"),
         "val_fp": metrics.get("val_ferplus", {}).get("accuracy"),
-        "labels": (metrics.get("target") or {}).get("labels"),
         "p_champ": round(float(decision["p_value"]), 4) if decision and decision.get("p_value") is not None else None,
         "best_ep": train.get("best_epoch"), "minutes": round(train["train_seconds"] / 60, 1) if train else None,
-        "img_s": train.get("train_images_per_second"), "params": train.get("params"),
-        "tflop": train.get("train_compute_tflop"),
+        "tflop": train.get("train_compute_tflop"),  # speed and size: reports/train_metrics.json
     }
     return {k: val for k, val in out.items() if val is not None}
 

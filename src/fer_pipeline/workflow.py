@@ -209,18 +209,20 @@ def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: P
     decision = compare_revisions(repo, base)
     out = declared_paths("evaluate", repo / "dvc.yaml")
     headline = json.loads((repo / out["metrics"]).read_text())
-    reg = (json.loads((repo / out["details"]).read_text()).get("registry") or {}) \
-        if (repo / out["details"]).exists() else {}
+    details = json.loads((repo / out["details"]).read_text()) if (repo / out["details"]).exists() else {}
+    reg = details.get("registry") or {}
+    fp = details.get("test_ferplus") or {}
     lines = comparison_lines(decision)
     summary = (f"## Retraining result\n\n**{'Better' if decision.promote else 'Not better'} than `{base}`**: "
                f"{decision.reason}.\n\nRule: {decision.rule}.\n\n" + ("\n".join(lines) + "\n\n" if lines else "")
                + f"Test (PrivateTest) accuracy {100 * headline['test_acc']:.2f}% (95% interval "
                f"{100 * headline['test_lo']:.2f}-{100 * headline['test_hi']:.2f}%) against FER2013's labels"
-               + (f"; {100 * headline['fp_acc']:.2f}% ({100 * headline['fp_lo']:.2f}-{100 * headline['fp_hi']:.2f}%) "
-                  f"against the FER+ most-voted label ({headline['fp_n']:,} images)" if "fp_acc" in headline else "")
+               + (f"; {100 * fp['accuracy']:.2f}% ({100 * fp['accuracy_ci95'][0]:.2f}-"
+                  f"{100 * fp['accuracy_ci95'][1]:.2f}%) against the FER+ most-voted label ({fp['images']:,} images)"
+                  if fp else "")
                + f"; val {100 * headline['val_acc']:.2f}%"
                + (f" (FER+ {100 * headline['val_fp']:.2f}%)" if "val_fp" in headline else "")
-               + f"; trained on {headline.get('labels', 'fer2013')} labels.\n\n"
+               + f"; trained on {(details.get('target') or {}).get('labels', 'fer2013')} labels.\n\n"
                + (f"Registry: version {reg.get('version')} -> @{reg.get('alias')} ({reg.get('reason')}).\n\n"
                   if reg else "")
                + f"Overrides: `{' '.join(overrides_as_args(overrides)) or 'none'}`\n\n"
@@ -232,7 +234,8 @@ def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: P
               "p_value": decision.val["p_value"] if decision.val else None,
               "val": decision.val, "test": decision.test, "base": base,
               "test_accuracy": headline["test_acc"], "test_accuracy_ci95": [headline["test_lo"], headline["test_hi"]],
-              "test_ferplus_accuracy": headline.get("fp_acc"), "labels": headline.get("labels")}
+              "test_ferplus_accuracy": headline.get("fp_acc"),
+              "labels": (details.get("target") or {}).get("labels", "fer2013")}
     write_json(result_path, result)
     return result
 
