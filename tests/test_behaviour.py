@@ -25,7 +25,9 @@ def faces_and_probs():
     import keras
 
     model = keras.models.load_model(MODEL)
-    x = np.load(TEST)["x"][:1000].astype(np.float32)
+    x = np.load(TEST)["x"]
+    x = x[np.random.default_rng(0).choice(len(x), size=min(1000, len(x)), replace=False)].astype(np.float32)
+    # (a random sample: the split's rows are sorted by label, so its first rows are all angry)
 
     def probs(batch):
         return model.predict(batch, batch_size=256, verbose=0)
@@ -34,16 +36,19 @@ def faces_and_probs():
 
 
 def test_a_mirrored_face_keeps_its_prediction_for_most_faces(faces_and_probs):
+    # the committed default (2026-11-29): 83% of all faces, 97% of those it is sure of (top >= 0.6)
     x, probs, p = faces_and_probs
-    same = (probs(x[:, :, ::-1, :]).argmax(1) == p.argmax(1)).mean()
-    assert same >= 0.85, f"only {same:.1%} of predictions survive a horizontal flip"
+    kept = probs(x[:, :, ::-1, :]).argmax(1) == p.argmax(1)
+    sure = p.max(1) >= 0.6
+    assert kept.mean() >= 0.75, f"only {kept.mean():.1%} of predictions survive a horizontal flip"
+    assert kept[sure].mean() >= 0.9, f"only {kept[sure].mean():.1%} of confident predictions survive a flip"
 
 
 @pytest.mark.parametrize("delta", [-15, 15])
 def test_a_small_brightness_change_keeps_the_prediction(faces_and_probs, delta):
     x, probs, p = faces_and_probs
-    same = (probs(np.clip(x + delta, 0, 255)).argmax(1) == p.argmax(1)).mean()
-    assert same >= 0.85, f"only {same:.1%} of predictions survive a brightness change of {delta}"
+    same = (probs(np.clip(x + delta, 0, 255)).argmax(1) == p.argmax(1)).mean()   # 96% for the default
+    assert same >= 0.9, f"only {same:.1%} of predictions survive a brightness change of {delta}"
 
 
 def test_a_blank_face_gets_no_confident_prediction(faces_and_probs):
@@ -57,8 +62,9 @@ def test_happy_faces_are_less_happy_when_their_mouth_is_hidden(faces_and_probs):
 
     x, probs, p = faces_and_probs
     happy = LABELS.index("happy")
-    sure = x[p[:, happy] > 0.8][:200]
+    sure = x[p[:, happy] > 0.6][:200]
     covered = sure.copy()
     covered[:, 30:44, 10:38, :] = covered.mean(axis=(1, 2, 3), keepdims=True)   # a patch over the mouth
-    before, after = p[p[:, happy] > 0.8][:200, happy], probs(covered)[:, happy]
-    assert len(sure) >= 50 and after.mean() < before.mean() - 0.1
+    before, after = p[p[:, happy] > 0.6][:200, happy], probs(covered)[:, happy]
+    # the default: 0.87 -> 0.18 on 200 faces
+    assert len(sure) >= 50 and after.mean() < before.mean() - 0.3
