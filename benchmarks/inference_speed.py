@@ -25,7 +25,8 @@ def main() -> None:
     import cv2
     from skimage import data
 
-    from fer_pipeline.predict import HaarFaceDetector, analyse
+    from fer_pipeline.faces import HaarFaceDetector
+    from fer_pipeline.predict import analyse
     from fer_pipeline.predictor import load_predictor
 
     photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)

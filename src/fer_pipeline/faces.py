@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -50,7 +50,6 @@ class Face:
     box: tuple[int, int, int, int]                          # x, y, w, h in the photo
     landmarks: dict[str, tuple[float, float]] | None = None  # LANDMARKS, photo coordinates
     score: float | None = None                               # the detector's confidence
-    extra: dict = field(default_factory=dict)
 
 
 class FaceDetector(Protocol):

@@ -37,10 +37,11 @@ NUMERIC = ("top_probability", "brightness", "contrast")
 FIELDS = ("emotion", *NUMERIC)
 
 
-def crop_stats(crop: np.ndarray) -> tuple[float, float]:
-    """Brightness (mean) and contrast (standard deviation) of a 48x48 face crop, 0-255."""
-    c = np.asarray(crop, np.float32)
-    return float(c.mean()), float(c.std())
+def crop_stats(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Brightness (mean) and contrast (standard deviation) per 48x48 face crop, 0-255: the one
+    definition that the service's record and the validation reference both use."""
+    flat = np.asarray(crops, np.float32).reshape(len(crops), -1)
+    return flat.mean(1), flat.std(1)
 
 
 class FaceRecord:
@@ -111,9 +112,9 @@ def read_window(path: str | Path, since: float | None = None, until: float | Non
 
 def reference_from_faces(faces: np.ndarray, probs: np.ndarray) -> dict:
     """The reference fields for 48x48 faces (n, 48, 48[, 1]) and the model's probabilities."""
-    flat = faces.reshape(len(faces), -1).astype(np.float32)
+    brightness, contrast = crop_stats(faces)
     return {"emotion": [LABELS[k] for k in probs.argmax(1)], "top_probability": probs.max(1).tolist(),
-            "brightness": flat.mean(1).tolist(), "contrast": flat.std(1).tolist()}
+            "brightness": brightness.tolist(), "contrast": contrast.tolist()}
 
 
 def psi(ref_share: np.ndarray, cur_share: np.ndarray, eps: float = 1e-4) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FerError
-from .faces import FaceDetector, HaarFaceDetector, face_crop, make_detector  # noqa: F401  (re-exported)
+from .faces import FaceDetector, face_crop, make_detector
 from .labels import LABELS
 from .predictor import Predictor, load_predictor
 
@@ -117,7 +117,11 @@ def analyse(images: list[tuple[str, np.ndarray]], predictor: Predictor, detector
     t0 = time.perf_counter()
     probs = predictor(np.stack(crops)[..., None] if crops else np.zeros((0, 48, 48, 1)))
     seconds["classify"] = seconds.get("classify", 0.0) + time.perf_counter() - t0
-    for (res, face), p, crop in zip(owners, probs, crops):
+    if crop_stats:
+        from .monitoring import crop_stats as stats
+
+        brightness, contrast = stats(np.stack(crops)) if crops else ([], [])
+    for i, ((res, face), p) in enumerate(zip(owners, probs)):
         k = int(np.argmax(p))
         out = {"box": [int(v) for v in face.box], "label": LABELS[k], "score": round(float(p[k]), 4),
                "probabilities": {n: round(float(v), 4) for n, v in zip(LABELS, p)}}
@@ -126,7 +130,7 @@ def analyse(images: list[tuple[str, np.ndarray]], predictor: Predictor, detector
         if min_confidence is not None:
             out["uncertain"] = bool(p[k] < min_confidence)
         if crop_stats:
-            out["brightness"], out["contrast"] = round(float(crop.mean()), 2), round(float(crop.std()), 2)
+            out["brightness"], out["contrast"] = round(float(brightness[i]), 2), round(float(contrast[i]), 2)
         res.faces.append(out)
     return results
 
