@@ -1,6 +1,7 @@
 """Training cost of the default model and of candidates, measured in one run on one machine.
 
     python benchmarks/train_speed.py [--steps 30] [--warmup 5] [--repeats 2]
+    python benchmarks/train_speed.py --feeds [--ref cfdf8f0] [--steps 30] [--repeats 3]
 
 For each model and input (crop) size, and for faces scaled down as progressive resizing's first
 epochs train on them (``train.progressive``): training FLOPs per image (counted from the layers), images/s
@@ -8,19 +9,30 @@ of training steps with the tf.data pipeline and augmentation from params.yaml (r
 both as ratios to today's default (the first row), so that a candidate's budget can be stated as
 compute and its time as a ratio measured beside the default on the same machine. Each timing is
 repeated; the spread is printed (this kind of machine varies by up to 30% within minutes).
+
+``--feeds``: the default model's step rate by input path and backend, interleaved repeats in one run:
+TensorFlow with ``tf.data`` (this checkout, and with ``augment.py`` at ``--ref``: before the
+augmentation was split into draws and ``keras.ops`` pixel work), TensorFlow with
+``inputs.FaceBatches`` (the backend-neutral input), and Keras on JAX with ``FaceBatches`` (a child
+process: the backend is fixed per process), each as a ratio to the first.
 """
 
 import argparse
 import dataclasses
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 
+from fer_pipeline import augment
 from fer_pipeline.augment import AugmentConfig
+from fer_pipeline.inputs import FaceBatches, make_dataset
 from fer_pipeline.models import build_model, training_flops_at
 from fer_pipeline.params import load
-from fer_pipeline.training import make_dataset, make_optimizer
+from fer_pipeline.training import make_optimizer
 
 # (label, model name, model kwargs override, crop size, batch, side the faces are scaled to or None)
 CANDIDATES = [
@@ -56,14 +68,76 @@ def images_per_second(name: str, kwargs: dict, crop: int, batch: int, steps: int
     return batch * steps / (time.perf_counter() - t), model.count_params(), flops
 
 
+def feed_rate(feed: str, steps: int, warmup: int, p: dict) -> float:
+    """Images/s of the default model's training steps fed by ``feed`` (tf.data | FaceBatches)."""
+    import keras
+
+    train = p["train"]
+    aug = AugmentConfig.from_params(p["preprocess"]["augment"], train["crop_size"])
+    name, batch = train["model"]["name"], train["batch_size"]
+    model = build_model(name, train["crop_size"], **train["model"][name])
+    model.compile(optimizer=make_optimizer(train, steps, 1), loss=keras.losses.CategoricalCrossentropy(),
+                  metrics=["accuracy"], jit_compile=keras.backend.backend() != "tensorflow")
+    n = batch * (steps + warmup)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (n, 48, 48, 1), dtype=np.uint8), rng.integers(0, 7, n)
+    ds = make_dataset(x, y, batch, True, aug) if feed == "tf.data" else FaceBatches(x, y, batch, aug)
+    model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0)
+    t = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+    return batch * steps / (time.perf_counter() - t)
+
+
+def feeds(a, p: dict) -> None:
+    from revision import module_at
+
+    ref = module_at(a.ref, "src/fer_pipeline/augment.py")
+    mine = augment.augment_batch
+
+    def tf_ref() -> float:
+        augment.augment_batch = ref.augment_batch  # make_dataset imports it at call time
+        try:
+            return feed_rate("tf.data", a.steps, a.warmup, p)
+        finally:
+            augment.augment_batch = mine
+
+    def jax() -> float:
+        env = {**os.environ, "KERAS_BACKEND": "jax"}
+        out = subprocess.run([sys.executable, __file__, "--child-jax", "--steps", str(a.steps),
+                              "--warmup", str(a.warmup)], env=env, capture_output=True, text=True, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    rows = {"TensorFlow, tf.data (this checkout)": lambda: feed_rate("tf.data", a.steps, a.warmup, p),
+            f"TensorFlow, tf.data (augment.py at {a.ref})": tf_ref,
+            "TensorFlow, FaceBatches": lambda: feed_rate("FaceBatches", a.steps, a.warmup, p),
+            "JAX, FaceBatches": jax}
+    rates = {k: [] for k in rows}
+    for r in range(a.repeats):  # interleaved, so that a slow minute hits every row
+        for k, fn in rows.items():
+            rates[k].append(fn())
+            print(f"repeat {r + 1}: {k}: {rates[k][-1]:.1f} images/s", file=sys.stderr, flush=True)
+    base = statistics.mean(next(iter(rates.values())))
+    print(f"{'input (default model, batch ' + str(p['train']['batch_size']) + ')':>45} {'images/s':>18} {'ratio':>6}")
+    for k, v in rates.items():
+        print(f"{k:>45} {statistics.mean(v):7.1f} ({min(v):.0f}-{max(v):.0f}) {statistics.mean(v) / base:6.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--only", nargs="*", help="labels to run (default: all)")
+    ap.add_argument("--feeds", action="store_true", help="compare input paths and backends (see above)")
+    ap.add_argument("--ref", default="cfdf8f0", help="--feeds: the revision whose augment.py is 'before'")
+    ap.add_argument("--child-jax", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     p = load(["preprocess.augment", "train"])
+    if a.child_jax:
+        print(feed_rate("FaceBatches", a.steps, a.warmup, p))
+        return
+    if a.feeds:
+        return feeds(a, p)
     train = p["train"]
     aug = AugmentConfig.from_params(p["preprocess"]["augment"], 48)
     default = train["model"]["name"]

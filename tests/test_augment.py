@@ -85,3 +85,35 @@ def test_mixup_mixes_images_labels_and_weights_with_the_same_ratio():
         np.testing.assert_allclose(x2[k], lam * x.numpy()[k] + (1 - lam) * x.numpy()[j], atol=1e-3)
         assert w2[k] == pytest.approx(lam * (k + 1) + (1 - lam) * (j + 1), abs=1e-4)
     assert mixed >= 4
+
+
+def test_the_tensorflow_stream_is_pinned():
+    # The default model's augmentation stream (batch seed (42, 7)): these draws come from
+    # TensorFlow's stateless Philox, the same on every machine. A change here changes what the
+    # default trains on, and its accuracy record would need a retraining (docs/decisions.md).
+    from fer_pipeline.augment import draw_tf
+
+    cfg = aug(flip=True, rotation=0.04, translation=0.1, zoom=0.1, erasing_prob=0.5, erasing_max_area=0.15)
+    d = draw_tf(tf.constant(4), cfg, tf.constant([42, 7], tf.int64))
+    assert d["flip"].numpy().ravel().tolist() == [True, False, True, False]
+    assert d["erase"].numpy().tolist() == [True, False, False, True]
+    np.testing.assert_allclose(d["angle"].numpy(), [-0.0274979, -0.1233336, 0.2179600, 0.0626064], rtol=1e-5)
+    np.testing.assert_allclose(d["scale"].numpy(), [1.0185665, 0.9223260, 0.9551814, 0.9714364], rtol=1e-6)
+
+
+def test_numpy_draws_follow_the_same_distributions_as_tensorflows():
+    # The backend-neutral input (inputs.FaceBatches) draws with numpy: same ranges and rates.
+    from fer_pipeline.augment import draw_numpy, draw_tf
+
+    cfg = aug(flip=True, rotation=0.04, translation=0.1, zoom=0.1, erasing_prob=0.3, erasing_max_area=0.15,
+              crop_size=40)
+    n = 20000
+    a = draw_numpy(n, cfg, np.random.default_rng(0))
+    b = {k: v.numpy() for k, v in draw_tf(tf.constant(n), cfg, tf.constant([1, 2], tf.int64)).items()}
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].shape == b[k].shape, k
+        lo, hi = float(np.min(b[k])), float(np.max(b[k]))
+        assert np.min(a[k]) >= lo - 0.01 * (hi - lo + 1e-9) and np.max(a[k]) <= hi + 0.01 * (hi - lo + 1e-9), k
+        assert abs(float(np.mean(a[k])) - float(np.mean(b[k]))) < 0.02 * (hi - lo) + 1e-3, k
+

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 
 from fer_pipeline.data import ingest
+from fer_pipeline.errors import FerError
 from fer_pipeline.fsutil import load_split
-from fer_pipeline.params import FerError, validate_params
 from fer_pipeline.preprocess import preprocess_to
-from fer_pipeline.training import make_dataset, train
+from fer_pipeline.training import train
 
-from conftest import REPO
 from helpers import repo_params
 
 pytestmark = pytest.mark.slow
@@ -174,52 +173,14 @@ def test_mirrored_strategy_trains_like_no_strategy():
     np.testing.assert_allclose(mirrored.history["loss"], plain.history["loss"], rtol=0.05)
 
 
-def test_training_batches_keep_images_labels_and_weights_together():
-    # Image i is filled with the value i, its label is i % 7 and its weight i: after shuffling,
-    # batching and the parallel map, every example must still carry its own label and weight.
-    n = 50
-    x = np.repeat(np.arange(n, dtype=np.uint8), 48 * 48).reshape(n, 48, 48, 1)
-    y = np.arange(n) % 7
-    weights = np.arange(n, dtype=np.float32)
-    from fer_pipeline.augment import AugmentConfig
-
-    ds = make_dataset(x, y, 16, training=True, aug=AugmentConfig.none(), sample_weights=weights, seed=3)
-    seen = []
-    for images, labels, w in ds.take(8):
-        idx = images.numpy()[:, 0, 0, 0].astype(int)
-        np.testing.assert_array_equal(images.numpy().reshape(len(idx), -1).min(axis=1), idx)  # untouched
-        np.testing.assert_array_equal(labels.numpy().argmax(axis=1), idx % 7)
-        np.testing.assert_array_equal(w.numpy(), idx.astype(np.float32))
-        seen += idx.tolist()
-    assert seen[:16] != sorted(seen[:16])          # shuffled
-    assert set(seen) == set(range(n))              # and every example comes round
-
-
-def test_progressive_resizing_scales_down_the_first_batches_only_and_keeps_examples_together():
-    # Image i is filled with i: scaled down (area-averaged) it is still filled with i, with its label.
-    n = 32
-    x = np.repeat(np.arange(n, dtype=np.uint8), 48 * 48).reshape(n, 48, 48, 1)
-    y = np.arange(n) % 7
-    from fer_pipeline.augment import AugmentConfig
-
-    ds = make_dataset(x, y, 16, training=True, aug=AugmentConfig.none(), seed=3, shrink=(3, 24))
-    batches = list(ds.take(6))
-    assert [tuple(b[0].shape[1:3]) for b in batches] == [(24, 24)] * 3 + [(48, 48)] * 3
-    for images, labels, _ in batches[:3]:
-        idx = np.rint(images.numpy()[:, 0, 0, 0]).astype(int)
-        np.testing.assert_allclose(images.numpy().reshape(len(idx), -1), np.repeat(idx[:, None], 24 * 24, 1),
-                                   atol=1e-3)
-        np.testing.assert_array_equal(labels.numpy().argmax(axis=1), idx % 7)
-
-
 def test_progressive_training_runs_its_first_epochs_small_and_counts_their_flops_at_that_size(processed,
                                                                                             monkeypatch):
-    import fer_pipeline.training as training
+    import fer_pipeline.inputs as inputs
     from fer_pipeline.models import training_flops_at
 
     made = []
-    real = training.make_dataset
-    monkeypatch.setattr(training, "make_dataset", lambda *a, **k: made.append((a, k)) or real(*a, **k))
+    real = inputs.make_dataset
+    monkeypatch.setattr(inputs, "make_dataset", lambda *a, **k: made.append((a, k)) or real(*a, **k))
     p = tiny_params()
     p["train"]["progressive"] = {"epochs": 1, "size": 24}
     tr, va = load_split(processed / "data", "train"), load_split(processed / "data", "val")
@@ -233,40 +194,14 @@ def test_progressive_training_runs_its_first_epochs_small_and_counts_their_flops
     assert r.model.predict(tr[0][:3].astype("float32"), verbose=0).shape == (3, 7)  # whole 48x48 faces
 
 
-def test_training_dataset_is_augmented_and_val_is_not():
-    x = np.random.default_rng(0).integers(0, 255, (10, 48, 48, 1), dtype=np.uint8)
-    y = np.arange(10) % 7
-    from fer_pipeline.augment import AugmentConfig
-
-    val = next(iter(make_dataset(x, y, 10, training=False)))
-    np.testing.assert_array_equal(val[0].numpy(), x.astype(np.float32))
-    assert val[1].shape == (10, 7)
-    aug = AugmentConfig(flip=True, rotation=0.1, translation=0.0, zoom=0.0, erasing_prob=0.0,
-                        erasing_max_area=0.2, mixup_alpha=0.0)
-    tr = next(iter(make_dataset(x, y, 10, training=True, aug=aug)))
-    assert tr[0].dtype.name == "float32" and tr[0].shape == (10, 48, 48, 1)
-    assert not np.array_equal(np.sort(tr[0].numpy().ravel()), np.sort(x.astype(np.float32).ravel()))
-
-
-def test_gpu_profile_overrides_nested_keys(capsys):
-    import yaml
-
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    p = raw["train"]
-    cpu = validate_params(raw)["train"]
-    assert capsys.readouterr().err == ""  # the cpu profile replaces nothing, so says nothing
-    gpu = validate_params({**raw, "train": {**p, "profile": "gpu", "epochs": 7}})["train"]
-    note = capsys.readouterr().err  # a `-S train.epochs=7` that the overrides shadow is named
-    assert f"train.epochs (7 -> {p['gpu_overrides']['epochs']})" in note
-    assert "train.model.bn_vgg.widths" in note and "train.model.name" not in note
-    assert cpu["epochs"] == p["epochs"] and "gpu_overrides" not in cpu
-    assert gpu["epochs"] == p["gpu_overrides"]["epochs"]
-    assert gpu["model"]["name"] == p["model"]["name"]  # untouched keys survive the merge
-    assert gpu["model"]["bn_vgg"]["widths"] == p["gpu_overrides"]["model"]["bn_vgg"]["widths"]
-    bad = {**raw, "train": {**p, "gpu_overrides": {**p["gpu_overrides"], "epoch": 5}}}
-    with pytest.raises(FerError, match="train.gpu_overrides.epoch: unknown key; did you mean "
-                                       "train.gpu_overrides.epochs"):
-        validate_params(bad)
+def test_distribute_choices_belong_to_their_backend():
+    # This process runs Keras on TensorFlow: the JAX choices stop with one line saying what to set.
+    p = tiny_params()
+    for choice in ("data_parallel", "multi_process"):
+        p["train"]["distribute"] = choice
+        with pytest.raises(FerError, match=f"train.distribute {choice} runs on Keras's JAX backend: "
+                                           "set KERAS_BACKEND=jax"):
+            train(brightness_task(32, 0), brightness_task(14, 1), p["train"], p["preprocess"]["augment"])
 
 
 def test_a_crash_marks_the_run_failed_and_the_next_run_is_new(processed, tmp_path, monkeypatch):

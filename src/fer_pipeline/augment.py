@@ -1,7 +1,11 @@
-"""On-the-fly augmentation for the ``tf.data`` training pipeline.
+"""On-the-fly augmentation of training batches, on any Keras backend.
 
-Everything is batched and *stateless*: the random numbers of batch ``i`` derive from
-``(seed, i)``, so the same seed gives the same augmented stream whatever the parallelism.
+Two halves. The random draws of a batch (which faces flip, each face's angle, zoom, shift, crop
+offset, erasing rectangle, mixup partner and ratio) come from ``(seed, batch index)``, statelessly,
+so the same seed gives the same augmented stream whatever the parallelism: ``draw_tf`` inside the
+TensorFlow ``tf.data`` pipeline (the CPU default's stream, unchanged), ``draw_numpy`` in the
+backend-neutral input (``inputs.FaceBatches``: JAX, GPUs, several processes). The pixel work is
+one function in ``keras.ops`` for both (``apply``, ``mix``).
 Rotation, zoom and translation are composed into one affine transform per image (one
 ``keras.ops.image.affine_transform`` call per batch), which keeps the two CPU cores on the model.
 A random crop (``crop_size`` < 48) is the same call with a random offset folded into the
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import keras
+import numpy as np
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -59,9 +64,9 @@ def affine_transforms(angle, scale, shift, offset, width, height):
     """Keras's 8-number transforms (``keras.ops.image.affine_transform``), one row per image, for a
     rotation by ``angle`` radians about the centre of a ``width`` x ``height`` face, a zoom
     ``scale`` (> 1 zooms in), a ``shift`` (dx, dy) in fractions of the sides, then a crop whose
-    top-left corner is at ``offset`` pixels (None: no crop). Written in ``keras.ops`` so that the
-    TensorFlow pipeline here and the JAX script ``scripts/gpu_profile.py`` share the geometry; the
-    order of the arithmetic is kept as it was, so TensorFlow's graph rewrites give the same floats."""
+    top-left corner is at ``offset`` pixels (None: no crop). The order of the arithmetic is kept
+    as it was, so the TensorFlow stream gives the same floats as before the split into draws and
+    pixel work (tests/test_augment.py holds both halves to it)."""
     ops = keras.ops
     dx, dy = shift[:, 0] * width, shift[:, 1] * height
     # Output pixel (x, y) samples input at A @ (x, y) + b: rotation about the centre, scaled by
@@ -79,74 +84,122 @@ def affine_transforms(angle, scale, shift, offset, width, height):
     return ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
-def _affine(batch: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+
+# --- the random draws of one batch: a dict of arrays, from TensorFlow's stateless ops or numpy ---
+
+def draw_tf(n: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor, side: int = 48) -> dict:
+    """The draws of a batch of ``n`` faces from a stateless TF ``seed`` (shape [2]); the splits
+    and their order are those of the default's stream since it was first trained."""
     import tensorflow as tf
 
-    n = tf.shape(batch)[0]
-    h = tf.cast(tf.shape(batch)[1], tf.float32)
-    w = tf.cast(tf.shape(batch)[2], tf.float32)
-    seeds = tf.random.experimental.stateless_split(seed, 4)
-    angle = tf.random.stateless_uniform([n], seeds[0], -1.0, 1.0) * cfg.rotation * 2 * math.pi
-    scale = 1.0 + tf.random.stateless_uniform([n], seeds[1], -1.0, 1.0) * cfg.zoom
-    shift = tf.random.stateless_uniform([n, 2], seeds[2], -1.0, 1.0) * cfg.translation
-    crop = cfg.crop_size < 48
-    offset = tf.random.stateless_uniform([n, 2], seeds[3], 0.0, 1.0) * (w - cfg.crop_size) if crop else None
-    transforms = affine_transforms(angle, scale, shift, offset, w, h)
+    uniform = tf.random.stateless_uniform
+    s = tf.random.experimental.stateless_split(seed, 3)
+    d = {"flip": uniform([n, 1, 1, 1], s[0]) < 0.5}
+    a = tf.random.experimental.stateless_split(s[1], 4)
+    d["angle"] = uniform([n], a[0], -1.0, 1.0) * cfg.rotation * 2 * math.pi
+    d["scale"] = 1.0 + uniform([n], a[1], -1.0, 1.0) * cfg.zoom
+    d["shift"] = uniform([n, 2], a[2], -1.0, 1.0) * cfg.translation
+    d["offset"] = uniform([n, 2], a[3], 0.0, 1.0) * float(side - cfg.crop_size)
+    e = tf.random.experimental.stateless_split(s[2], 5)
+    d["erase"] = uniform([n], e[0]) < cfg.erasing_prob
+    d["area"] = uniform([n], e[1], 0.02, cfg.erasing_max_area)
+    d["ratio"] = tf.exp(uniform([n], e[2], math.log(0.3), math.log(3.3)))
+    d["y0"], d["x0"] = uniform([n], e[3]), uniform([n], e[4])
+    return d
+
+
+def draw_numpy(n: int, cfg: AugmentConfig, rng: np.random.Generator, side: int = 48) -> dict:
+    """The same draws, same distributions, from a numpy generator (``inputs.FaceBatches`` seeds one
+    per batch from ``(seed, batch index)``)."""
+    f = np.float32
+    u = rng.uniform
+    return {"flip": (u(size=(n, 1, 1, 1)) < 0.5),
+            "angle": (u(-1, 1, n) * cfg.rotation * 2 * math.pi).astype(f),
+            "scale": (1.0 + u(-1, 1, n) * cfg.zoom).astype(f),
+            "shift": (u(-1, 1, (n, 2)) * cfg.translation).astype(f),
+            "offset": (u(0, 1, (n, 2)) * float(side - cfg.crop_size)).astype(f),
+            "erase": u(size=n) < cfg.erasing_prob,
+            "area": u(0.02, max(cfg.erasing_max_area, 0.02), n).astype(f),
+            "ratio": np.exp(u(math.log(0.3), math.log(3.3), n)).astype(f),
+            "y0": u(size=n).astype(f), "x0": u(size=n).astype(f)}
+
+
+def draw_mix_tf(n: tf.Tensor, alpha: float, seed: tf.Tensor) -> tuple:
+    """Mixup's ratio per example (lambda ~ Beta(alpha, alpha)) and partner permutation, from TF."""
+    import tensorflow as tf
+
+    s = tf.random.experimental.stateless_split(seed, 3)
+    g1 = tf.random.stateless_gamma([n], s[0], alpha=alpha)
+    g2 = tf.random.stateless_gamma([n], s[1], alpha=alpha)
+    return g1 / (g1 + g2), tf.argsort(tf.random.stateless_uniform([n], s[2]))
+
+
+def draw_mix_numpy(n: int, alpha: float, rng: np.random.Generator) -> tuple:
+    return rng.beta(alpha, alpha, n).astype(np.float32), rng.permutation(n)
+
+
+# --- the pixel work: keras.ops, one definition for every backend ---
+
+def _affine(batch, cfg: AugmentConfig, d: dict):
+    side = batch.shape[1]
+    w = h = float(side)
+    crop = cfg.crop_size < side
+    transforms = affine_transforms(d["angle"], d["scale"], d["shift"], d["offset"] if crop else None, w, h)
     out = keras.ops.image.affine_transform(batch, transforms, interpolation="bilinear", fill_mode=FILL_MODE)
     return out[:, :cfg.crop_size, :cfg.crop_size, :] if crop else out
 
 
-def _erase(batch: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
-    import tensorflow as tf
-
-    n, h, w = tf.shape(batch)[0], tf.shape(batch)[1], tf.shape(batch)[2]
-    s = tf.random.experimental.stateless_split(seed, 5)
-    apply = tf.random.stateless_uniform([n], s[0]) < cfg.erasing_prob
-    area = tf.random.stateless_uniform([n], s[1], 0.02, cfg.erasing_max_area)
-    ratio = tf.exp(tf.random.stateless_uniform([n], s[2], math.log(0.3), math.log(3.3)))
-    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-    eh = tf.minimum(tf.sqrt(area * ratio) * hf, hf)
-    ew = tf.minimum(tf.sqrt(area / ratio) * wf, wf)
-    y0 = tf.random.stateless_uniform([n], s[3]) * (hf - eh)
-    x0 = tf.random.stateless_uniform([n], s[4]) * (wf - ew)
-    ys = tf.cast(tf.range(h), tf.float32)[None, :, None]
-    xs = tf.cast(tf.range(w), tf.float32)[None, None, :]
+def _erase(batch, cfg: AugmentConfig, d: dict):
+    ops = keras.ops
+    h, w = batch.shape[1], batch.shape[2]
+    area, ratio = d["area"], d["ratio"]
+    hf, wf = float(h), float(w)
+    eh = ops.minimum(ops.sqrt(area * ratio) * hf, hf)
+    ew = ops.minimum(ops.sqrt(area / ratio) * wf, wf)
+    y0 = d["y0"] * (hf - eh)
+    x0 = d["x0"] * (wf - ew)
+    ys = ops.arange(h, dtype="float32")[None, :, None]
+    xs = ops.arange(w, dtype="float32")[None, None, :]
     inside = ((ys >= y0[:, None, None]) & (ys < (y0 + eh)[:, None, None])
-              & (xs >= x0[:, None, None]) & (xs < (x0 + ew)[:, None, None]) & apply[:, None, None])
+              & (xs >= x0[:, None, None]) & (xs < (x0 + ew)[:, None, None]) & d["erase"][:, None, None])
     # Erased pixels get the image's own mean, so the patch carries no brightness cue.
-    fill = tf.reduce_mean(batch, axis=[1, 2, 3], keepdims=True)
-    return tf.where(inside[..., None], fill, batch)
+    fill = ops.mean(batch, axis=[1, 2, 3], keepdims=True)
+    return ops.where(inside[..., None], fill, batch)
 
 
-def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
-    """Augment a float32 batch (n, 48, 48, 1) of 0-255 pixels with a stateless ``seed`` (shape [2])."""
-    import tensorflow as tf
-
-    s = tf.random.experimental.stateless_split(seed, 3)
+def apply(images, cfg: AugmentConfig, d: dict):
+    """Augment a float32 batch (n, side, side, 1) of 0-255 pixels with the draws ``d``."""
     x = images
     if cfg.flip:
-        flip = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], s[0]) < 0.5
-        x = tf.where(flip, tf.reverse(x, axis=[2]), x)
-    if cfg.rotation or cfg.zoom or cfg.translation or cfg.crop_size < 48:
-        x = _affine(x, cfg, s[1])
+        x = keras.ops.where(d["flip"], keras.ops.flip(x, axis=2), x)
+    if cfg.rotation or cfg.zoom or cfg.translation or cfg.crop_size < images.shape[1]:
+        x = _affine(x, cfg, d)
     if cfg.erasing_prob:
-        x = _erase(x, cfg, s[2])
+        x = _erase(x, cfg, d)
     return x
+
+
+def mix(images, labels, weights, lam, perm):
+    """Each example mixed with its partner ``perm[i]`` at ratio ``lam[i]``: images, targets, weights."""
+    ops = keras.ops
+    lam_x, lam_y = lam[:, None, None, None], lam[:, None]
+    x = lam_x * images + (1 - lam_x) * ops.take(images, perm, axis=0)
+    y = lam_y * labels + (1 - lam_y) * ops.take(labels, perm, axis=0)
+    w = lam * weights + (1 - lam) * ops.take(weights, perm, axis=0)
+    return x, y, w
+
+
+# --- the TensorFlow stream (tf.data) ---
+
+def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    """Augment a float32 batch (n, 48, 48, 1) of 0-255 pixels with a stateless TF ``seed`` (shape [2])."""
+    import tensorflow as tf
+
+    return apply(images, cfg, draw_tf(tf.shape(images)[0], cfg, seed, images.shape[1]))
 
 
 def mixup(images: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor, alpha: float, seed: tf.Tensor):
     """Mix each example with a shuffled partner; lambda ~ Beta(alpha, alpha) per example."""
     import tensorflow as tf
 
-    s = tf.random.experimental.stateless_split(seed, 3)
-    n = tf.shape(images)[0]
-    g1 = tf.random.stateless_gamma([n], s[0], alpha=alpha)
-    g2 = tf.random.stateless_gamma([n], s[1], alpha=alpha)
-    lam = g1 / (g1 + g2)
-    perm = tf.argsort(tf.random.stateless_uniform([n], s[2]))
-    lam_x = lam[:, None, None, None]
-    lam_y = lam[:, None]
-    x = lam_x * images + (1 - lam_x) * tf.gather(images, perm)
-    y = lam_y * labels + (1 - lam_y) * tf.gather(labels, perm)
-    w = lam * weights + (1 - lam) * tf.gather(weights, perm)
-    return x, y, w
+    return mix(images, labels, weights, *draw_mix_tf(tf.shape(images)[0], alpha, seed))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import sys
 import warnings
 from typing import Annotated, Any, Literal
 
@@ -136,7 +135,6 @@ class Progressive(Section):
 
 
 class Train(Section):
-    profile: Literal["cpu", "gpu"]
     labels: Literal["fer2013", "ferplus_majority", "ferplus_soft"]
     model: ModelChoice
     epochs: PosInt
@@ -153,7 +151,8 @@ class Train(Section):
     patience: NonNegInt
     seed: int
     deterministic: bool
-    distribute: Literal["none", "mirrored"]  # multi-worker: not with Keras 3 (keras-team/keras#20585)
+    distribute: Literal["none", "mirrored", "data_parallel", "multi_process"]   # distribute.py
+    distribute_timeout_s: Annotated[int, Field(ge=5, le=3600)]
     progressive: Progressive
 
     @model_validator(mode="after")
@@ -208,26 +207,6 @@ Params = create_model(  # type: ignore[no-redef]  # noqa: F811
     tracking=(Tracking, ...))
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def shadowed(base: dict, over: dict, prefix: str = "train") -> list[str]:
-    """The dotted keys of ``base`` whose value ``over`` replaces with a different one, as
-    ``key (old -> new)``: what a `-S train.epochs=...` loses under the gpu profile."""
-    out = []
-    for k, v in over.items():
-        key, old = f"{prefix}.{k}", base.get(k)
-        if isinstance(v, dict) and isinstance(old, dict):
-            out += shadowed(old, v, key)
-        elif v != old:
-            out.append(f"{key} ({old!r} -> {v!r})")
-    return out
-
-
 def _fields_at(loc: tuple) -> list[str]:
     """The keys allowed at ``loc`` (a path into the params), for 'did you mean'."""
     model: Any = Params
@@ -245,9 +224,9 @@ def _one_line(err: dict, prefix: tuple = ()) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         parent, key = loc[:-1], loc[-1]
-        close = difflib.get_close_matches(key, _fields_at(tuple(p for p in parent if p != "gpu_overrides")), n=1)
+        close = difflib.get_close_matches(key, _fields_at(parent), n=1)
         hint = f"; did you mean {'.'.join((*parent, close[0]))}?" if close else ""
-        allowed = _fields_at(tuple(p for p in parent if p != "gpu_overrides"))
+        allowed = _fields_at(parent)
         return f"{path}: unknown key{hint}" + ("" if close else f" (allowed: {', '.join(allowed)})")
     if kind == "missing":
         return f"{path}: missing key (params.yaml is the only place defaults live: add it)"
@@ -261,33 +240,15 @@ def _one_line(err: dict, prefix: tuple = ()) -> str:
 
 
 def validate_params(raw: Any) -> dict:
-    """Validate a whole params mapping; returns it as plain dicts with ``train`` resolved for its
-    profile (``gpu_overrides`` applied when ``profile: gpu``). Raises FerError with one line."""
+    """Validate a whole params mapping; returns it as plain dicts. Raises FerError with one line."""
     if not isinstance(raw, dict):
         raise FerError("params.yaml: expected a mapping of sections (ingest, validate, ...)")
-    raw = dict(raw)
-    train = dict(raw.get("train") or {}) if isinstance(raw.get("train"), dict) else raw.get("train")
-    overrides = train.pop("gpu_overrides", {}) if isinstance(train, dict) else {}
-    raw["train"] = train
-    if not isinstance(overrides, dict):
-        raise FerError(f"params.yaml: train.gpu_overrides: expected a mapping, got {overrides!r}")
     try:
-        checked = Params.model_validate(raw).model_dump()
+        return Params.model_validate(raw).model_dump()
     except ValidationError as exc:
         errs = exc.errors()
         more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
         raise FerError(f"params.yaml: {_one_line(errs[0])}{more}") from None
-    # The overrides must name real keys with valid values too, whichever profile is chosen.
-    try:
-        gpu = Train.model_validate(_merge(train, overrides)).model_dump()
-    except ValidationError as exc:
-        raise FerError(f"params.yaml: {_one_line(exc.errors()[0], ('train', 'gpu_overrides'))}") from None
-    if checked["train"]["profile"] == "gpu":
-        checked["train"] = gpu
-        lost = shadowed(train, overrides)
-        if lost:  # stderr, so that a `-S train.epochs=...` that loses to the overrides is seen
-            print(f"note: train.profile is gpu, so train.gpu_overrides replaces {', '.join(lost)}", file=sys.stderr)
-    return checked
 
 
 def select(params: dict, paths: list[str]) -> dict:

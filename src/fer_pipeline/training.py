@@ -1,9 +1,10 @@
-"""Training: tf.data input pipeline, optimizer and schedule, best-on-val checkpoint, MLflow logging.
+"""Training: optimizer and schedule, best-on-val checkpoint, MLflow logging, on either Keras backend.
 
 ``cfg`` is the validated ``train`` section of params.yaml (``fer_pipeline.params``): every value
-comes from there, none is defaulted here. TensorFlow (and ``augment``, which needs it) is imported
-inside the functions that use it, so the optimizer, callbacks and history helpers also serve Keras
-on another backend (``scripts/gpu_profile.py`` trains on JAX where TensorFlow is not installed)."""
+comes from there, none is defaulted here. The same stage runs under ``KERAS_BACKEND=tensorflow``
+(the CPU default, fed by ``tf.data``) and ``KERAS_BACKEND=jax`` (GPUs and several processes, fed
+by ``inputs.FaceBatches``; TensorFlow need not be installed): same model builders, augmentation,
+callbacks, MLflow run and outputs. TensorFlow is imported only on its backend's path."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from .distribute import Heartbeat, Placement, place
+from .errors import FerError
 from .fsutil import atomic_path, write_json
-from .labels import NUM_CLASSES
 
 if TYPE_CHECKING:
     from .augment import AugmentConfig
@@ -49,64 +51,13 @@ class TrainResult:
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
-    import tensorflow as tf
-
+    """Keras's, numpy's and Python's seeds; ``deterministic`` adds TensorFlow's op determinism (on
+    JAX, CPU results are deterministic already)."""
     keras.utils.set_random_seed(seed)
-    if deterministic:
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
-
-
-def get_strategy(name: str):
-    """``none`` (default device) or ``mirrored`` (all local devices). Multi-worker training is not
-    offered: Keras 3 fails under MultiWorkerMirroredStrategy (keras-team/keras#20585; README)."""
-    import tensorflow as tf
-
-    if name == "none":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    raise ValueError(f"unknown distribute strategy {name!r}; use none or mirrored")
-
-
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
-                 aug: AugmentConfig | None = None, sample_weights: np.ndarray | None = None,
-                 seed: int = 0, shrink: tuple[int, int] | None = None):
-    """(images float32 0-255, target rows, weights) batches; ``y`` is label ids (one-hot here) or
-    (n, 7) target rows already (FER+ soft or majority targets, ``targets.make_targets``). Training: shuffled, repeated,
-    augmented per batch with stateless seeds (seed, batch index), parallel and prefetched.
-    ``shrink`` = (batches, side): the first ``batches`` training batches are scaled down to ``side``
-    x ``side`` after augmentation (progressive resizing; area-averaging, as ``antialias`` does)."""
-    import tensorflow as tf
-
-    from .augment import AugmentConfig, augment_batch, mixup
-
-    AUTOTUNE = tf.data.AUTOTUNE
-    onehot = np.eye(NUM_CLASSES, dtype=np.float32)[y] if y.ndim == 1 else y.astype(np.float32)
-    weights = sample_weights if sample_weights is not None else np.ones(len(y), np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((x, onehot, weights.astype(np.float32)))
-    if training:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.batch(batch_size, drop_remainder=False)
-    aug = aug or AugmentConfig.none()
-
-    def prepare(step, batch):
-        images, labels, w = batch
-        images = tf.cast(images, tf.float32)
-        if training:
-            batch_seed = tf.stack([tf.constant(seed, tf.int64), step])
-            images = augment_batch(images, aug, batch_seed)
-            if aug.mixup_alpha:
-                images, labels, w = mixup(images, labels, w, aug.mixup_alpha, batch_seed + 1)
-            if shrink:
-                batches, side = shrink
-                images = tf.cond(step < batches,
-                                 lambda: tf.image.resize(images, [side, side], antialias=True),
-                                 lambda: images)
-        return images, labels, w
-
-    parallel = {"num_parallel_calls": AUTOTUNE, "deterministic": True} if training else {}
-    ds = ds.enumerate().map(prepare, **parallel)
-    return ds.prefetch(AUTOTUNE)
 
 
 def make_optimizer(cfg: dict, steps_per_epoch: int, epochs: int):
@@ -143,9 +94,9 @@ class EpochLog(keras.callbacks.Callback):
     History, MLflow and the reports get them); the time spent in training steps apart from
     validation (``step_seconds``), which no Keras callback measures."""
 
-    def __init__(self, epochs: int):
+    def __init__(self, epochs: int, quiet: bool = False):
         super().__init__()
-        self.epochs, self.step_seconds, self.t0, self.t_val = epochs, 0.0, 0.0, None
+        self.epochs, self.step_seconds, self.t0, self.t_val, self.quiet = epochs, 0.0, 0.0, None, quiet
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0, self.t_val = time.perf_counter(), None
@@ -160,21 +111,23 @@ class EpochLog(keras.callbacks.Callback):
         now = time.perf_counter()
         if self.t_val is None:
             self.step_seconds += now - self.t0
-        lr = self.model.optimizer.learning_rate
-        logs["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         logs["epoch_seconds"] = now - self.t0
+        if self.quiet:
+            return
         print(f"epoch {epoch + 1:3d}/{self.epochs}  loss {logs['loss']:.4f}  acc {logs['accuracy']:.4f}  "
               f"val_loss {logs.get('val_loss', float('nan')):.4f}  "
               f"val_acc {logs.get('val_accuracy', float('nan')):.4f}  "
               f"lr {logs['learning_rate']:.2e}  {logs['epoch_seconds']:.0f}s", flush=True)
 
 
-def callbacks(patience: int, epochs: int, ema: bool, mlflow_logging: bool):
+def callbacks(patience: int, epochs: int, ema: bool, mlflow_logging: bool, quiet: bool = False):
     """``(callbacks, best, log)``. ``best`` is Keras's ``EarlyStopping`` on val accuracy with
     ``restore_best_weights``, which restores the best epoch's weights at the end whether or not it
     stopped early (``patience`` 0 = never stop). Per-epoch metrics go to MLflow through
-    ``mlflow.keras.MlflowCallback`` (step = epoch index, from 0)."""
-    log = EpochLog(epochs)
+    ``mlflow.keras.MlflowCallback`` (step = epoch index, from 0). ``quiet``: no epoch lines (the
+    processes of a multi-process run other than the first)."""
+    log = EpochLog(epochs, quiet)
     best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", restore_best_weights=True,
                                          patience=patience or epochs)
     # With EMA, validation and the best-epoch snapshot see the averaged weights: SwapEMAWeights puts
@@ -188,42 +141,68 @@ def callbacks(patience: int, epochs: int, ema: bool, mlflow_logging: bool):
     return cbs, best, log
 
 
+def feeds(train_xy, val_xy, cfg: dict, aug: AugmentConfig, weights: np.ndarray | None,
+          placement: Placement) -> tuple[object, object, int]:
+    """``(train, val, steps per epoch)``: ``tf.data`` on the TensorFlow backend, ``FaceBatches``
+    on the others (``inputs``). Progressive resizing: the first ``progressive.epochs`` epochs on
+    faces scaled to ``progressive.size``."""
+    from .inputs import FaceBatches, make_dataset
+
+    x, y = train_xy
+    batch, seed = int(cfg["batch_size"]), int(cfg["seed"])
+    steps = math.ceil(len(x) / batch)
+    small_epochs = int(cfg["progressive"]["epochs"])
+    shrink = (small_epochs * steps, int(cfg["progressive"]["size"])) if small_epochs else None
+    if keras.backend.backend() == "tensorflow":
+        return (make_dataset(x, y, batch, True, aug, weights, seed, shrink),
+                make_dataset(*val_xy, batch_size=256, training=False), steps)
+    if batch % placement.devices:
+        raise FerError(f"train.batch_size {batch} must divide by the {placement.devices} devices "
+                       f"it is split over ({placement.processes} process(es))")
+    local_devices = placement.devices // placement.processes
+    return (FaceBatches(x, y, batch, aug, weights, seed, shrink, (placement.rank, placement.processes)),
+            FaceBatches(*val_xy, batch_size=256, pad_to=local_devices), steps)
+
+
 def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.ndarray], cfg: dict,
           aug_params: dict, class_weight: list[float] | None = None,
-          mlflow_logging: bool = False, strategy=None) -> TrainResult:
+          mlflow_logging: bool = False, placement: Placement | None = None) -> TrainResult:
     """Build the model chosen by ``cfg['model']`` and fit it; the best-on-val weights are returned.
-    ``strategy``: made by the caller when it runs TF ops first (a multi-worker strategy must exist
-    before any op runs); else made here, first thing."""
+    ``placement`` (``distribute.place``): made by the caller when it has to exist before anything
+    else runs (several processes); else made here, first thing."""
     from .augment import AugmentConfig
     from .models import build_model, training_flops_at, training_flops_per_image
 
-    strategy = strategy or get_strategy(cfg["distribute"])
+    placement = placement or place(cfg["distribute"], int(cfg["distribute_timeout_s"]))
     seed_everything(int(cfg["seed"]), bool(cfg["deterministic"]))
     x, y = train_xy
     batch, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
-    steps = math.ceil(len(x) / batch)
     weights = np.asarray(class_weight, np.float32)[y if y.ndim == 1 else y.argmax(1)] if class_weight else None
     aug = AugmentConfig.from_params(aug_params, int(cfg["crop_size"]))
-    # Progressive resizing: the first `small_epochs` epochs on faces scaled to `small` x `small`.
     small_epochs, small = int(cfg["progressive"]["epochs"]), int(cfg["progressive"]["size"])
-    shrink = (small_epochs * steps, small) if small_epochs else None
-    train_ds = make_dataset(x, y, batch, True, aug, weights, int(cfg["seed"]), shrink)
-    val_ds = make_dataset(*val_xy, batch_size=256, training=False)
+    train_ds, val_ds, steps = feeds(train_xy, val_xy, cfg, aug, weights, placement)
 
     name = cfg["model"]["name"]
-    with strategy.scope():
+    with placement.scope():
         model = build_model(name, int(cfg["crop_size"]), any_size=bool(small_epochs), **cfg["model"][name])
         model.compile(
             optimizer=make_optimizer(cfg, steps, epochs),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg["label_smoothing"])),
-            metrics=["accuracy"], jit_compile=False)
-    cbs, best, log = callbacks(int(cfg["patience"]), epochs, bool(cfg["ema"]), mlflow_logging)
-    print(f"training {name} ({model.count_params():,} params) on {len(x):,} images, "
-          f"{epochs} epochs x {steps} steps of {batch}"
-          + (f"; the first {small_epochs} on faces scaled to {small}x{small}" if small_epochs else ""), flush=True)
+            # XLA off on TensorFlow (slower to compile than to run here); on JAX the step must be jitted
+            metrics=["accuracy"], jit_compile=keras.backend.backend() != "tensorflow")
+    cbs, best, log = callbacks(int(cfg["patience"]), epochs, bool(cfg["ema"]), mlflow_logging,
+                               quiet=not placement.chief)
+    if placement.chief:
+        print(f"training {name} ({model.count_params():,} params) on {len(x):,} images, "
+              f"{epochs} epochs x {steps} steps of {batch} on {keras.backend.backend()}"
+              + (f", {placement.devices} devices in {placement.processes} process(es)" if placement.devices > 1 else "")
+              + (f"; the first {small_epochs} on faces scaled to {small}x{small}" if small_epochs else ""), flush=True)
     t0 = time.time()
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
-                     callbacks=cbs, shuffle=False, verbose=0)
+    with placement.lost_peers_as_errors(), placement.watchdog(_run_failer()) as watchdog:
+        if watchdog is not None:
+            cbs.append(Heartbeat(watchdog))
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
+                         callbacks=cbs, shuffle=False, verbose=0)
     seconds = time.time() - t0
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     ran = len(history["loss"])
@@ -238,22 +217,33 @@ def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.
                        images, int(model.count_params()), flops, float(compute))
 
 
+def _run_failer():
+    """What marks this thread's active MLflow run FAILED from another thread (the watchdog's: MLflow
+    keeps the active run per thread); None when there is no run (processes other than 0)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    run_id = run.info.run_id
+    return lambda: mlflow.MlflowClient().set_terminated(run_id, status="FAILED")
+
+
 def history_rows(history: dict[str, list[float]]) -> list[dict]:
     keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate") if k in history]
     return [{"epoch": i + 1, **{k: round(history[k][i], 6) for k in keys}} for i in range(len(history["loss"]))]
 
 
 def augmentation_preview(x: np.ndarray, aug: AugmentConfig, n: int = 8, seed: int = 0):
-    """A figure: each row one training face, then five versions as the training pipeline makes them."""
-    import tensorflow as tf
-
-    from .augment import augment_batch
+    """A figure: each row one training face, then five versions made by the training input's
+    augmentation (its pixel work, with draws from numpy: the same figure on every backend)."""
+    from .augment import apply, draw_numpy
     from .plots import image_rows
 
     rng = np.random.default_rng(seed)
     faces = x[rng.choice(len(x), size=min(n, len(x)), replace=False)].astype(np.float32)
-    versions = [augment_batch(tf.constant(faces), aug, tf.constant([seed, v], tf.int64)).numpy()
-                for v in range(1, 6)]
+    versions = [keras.ops.convert_to_numpy(apply(faces, aug, draw_numpy(len(faces), aug, rng)))
+                for _ in range(5)]
     return image_rows([faces, *versions], ["original"] + [f"aug {v}" for v in range(1, 6)],
                       "Training augmentation preview")
 
@@ -281,15 +271,16 @@ def training_targets(data: str, labels: str):
 def run_train(params: dict, *, data: str, preprocess_report: str, model: str, run_info: str, metrics: str,
               history: str, curves: str, preview: str, root: str = ".") -> dict:
     """The train stage: fit on ``data``/{train,val}.npz, save the model and reports, log everything
-    to a new MLflow run. The paths come from dvc.yaml's ``cmd``."""
+    to a new MLflow run. The paths come from dvc.yaml's ``cmd``. In a run of several processes
+    (``train.distribute: multi_process``) process 0 does all of that; the others train beside it
+    and keep nothing (``_train_beside``)."""
     import mlflow
 
     from . import plots, tracking
     from .augment import AugmentConfig
-    from .errors import FerError
 
     cfg = params["train"]
-    strategy = get_strategy(cfg["distribute"])
+    placement = place(cfg["distribute"], int(cfg["distribute_timeout_s"]))
     train_xy, val_xy, dropped = training_targets(data, cfg["labels"])
     prep = json.loads(Path(preprocess_report).read_text())  # class weights
     weights = list(prep["class_weights"].values())
@@ -298,6 +289,8 @@ def run_train(params: dict, *, data: str, preprocess_report: str, model: str, ru
                        f"{cfg['labels']} set preprocess.class_weights none")
     aug_params = params["preprocess"]["augment"]
     aug = AugmentConfig.from_params(aug_params, int(cfg["crop_size"]))
+    if not placement.chief:
+        return _train_beside(train_xy, val_xy, cfg, aug_params, weights, placement)
 
     tracking.setup(params["tracking"]["experiment"], root)
     with mlflow.start_run(run_name=tracking.run_name(root)) as run:
@@ -307,15 +300,16 @@ def run_train(params: dict, *, data: str, preprocess_report: str, model: str, ru
                          "data_md5": tracking.data_md5([Path(data) / f"{s}.npz" for s in ("train", "val")]),
                          "dvc_exp": os.environ.get("DVC_EXP_NAME", "")})
         mlflow.log_params(tracking.flatten({k: v for k, v in params.items() if k != "tracking"}))
-        mlflow.set_tag("labels", cfg["labels"])
+        mlflow.set_tags({"labels": cfg["labels"], "keras_backend": keras.backend.backend(),
+                         "processes": str(placement.processes), "devices": str(placement.devices)})
         for split, (xs, ys) in (("train", train_xy), ("val", val_xy)):
             ds = mlflow.data.from_numpy(xs, targets=ys, name=f"fer2013-{split}")
             mlflow.log_input(ds, context="training" if split == "train" else "validation")
 
-        result = train(train_xy, val_xy, cfg, aug_params, weights, mlflow_logging=True, strategy=strategy)
+        result = train(train_xy, val_xy, cfg, aug_params, weights, mlflow_logging=True, placement=placement)
 
-        with atomic_path(model) as tmp:  # temp name ends in .keras, as Keras requires
-            result.model.save(tmp)
+        with atomic_path(model) as tmp, placement.lost_peers_as_errors():  # temp name ends in .keras
+            result.model.save(tmp)  # with several processes a collective: every process saves
         plots.publish(plots.curves(result.history), curves)
         rows = history_rows(result.history)
         write_json(history, rows)
@@ -343,9 +337,43 @@ def run_train(params: dict, *, data: str, preprocess_report: str, model: str, ru
                             "train_compute_tflop": compute_tflop})
         mlflow.set_tags({"param_count": str(result.params), "train_seconds": f"{result.seconds:.1f}"})
         mlflow.log_artifact(history, "history")
-        tracking.log_model(result.model)
+        # Logging saves the model again: across processes that is a collective the others are no
+        # longer in, so process 0 logs a single-process copy read back from the file.
+        tracking.log_model(result.model if placement.processes == 1 else _local_copy(model))
         tracking.write_run_info(run_info, run.info.run_id, run.info.experiment_id)
-    print(f"best val accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}; "
+    digest = f", weights sha256 {weights_digest(result.model)}" if placement.processes > 1 else ""
+    print(f"best val accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}{digest}; "
           f"{summary['train_seconds']:.0f} s ({summary['train_images_per_second']:.0f} images/s in training "
           f"steps, {summary['epoch_seconds']:.0f} s per epoch); MLflow run {run.info.run_id}")
     return summary
+
+
+def _train_beside(train_xy, val_xy, cfg: dict, aug_params: dict, weights, placement: Placement) -> dict:
+    """A process other than 0 in a multi-process run: trains its rows of every batch, takes part
+    in the save (a collective) into a temporary folder, and keeps nothing."""
+    import tempfile
+
+    result = train(train_xy, val_xy, cfg, aug_params, weights, placement=placement)
+    with tempfile.TemporaryDirectory() as tmp, placement.lost_peers_as_errors():
+        result.model.save(Path(tmp) / "model.keras")
+    print(f"{placement.who()}: done, weights sha256 {weights_digest(result.model)}; process 0 writes "
+          "the outputs", flush=True)
+    return {}
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of the model's weights (shapes and bytes, in order): every process of a run prints
+    it, so an operator sees that the replicas ended equal."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(str(w.shape).encode())
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _local_copy(path: str):
+    """The saved model loaded into this process alone (no distribution)."""
+    keras.distribution.set_distribution(None)
+    return keras.models.load_model(path)
