@@ -1,8 +1,11 @@
-"""Inference speed: batched faces/s (Keras and TFLite), and one photo end to end (detection included).
+"""Inference speed: batched faces/s (Keras and TFLite), and one photo end to end, stage by stage.
 
     python benchmarks/inference_speed.py [--model models/model.keras] [--tflite models/model.tflite]
 
-Cold start = loading the model and the first photo; warm = median of later photos.
+Cold start = loading the model and the first photo (Haar). Then, for each detector, the median over
+``--repeat`` warm runs of each stage of the photo path that ``fer predict`` and the service take:
+decode (JPEG bytes to gray pixels), detect, align/crop (to 48x48), classify; and the total as a
+ratio to Haar's, same run.
 """
 
 import argparse
@@ -25,28 +28,36 @@ def main() -> None:
     import cv2
     from skimage import data
 
-    from fer_pipeline.faces import HaarFaceDetector
-    from fer_pipeline.predict import analyse
+    from fer_pipeline.faces import make_detector
+    from fer_pipeline.predict import analyse, decode_image
     from fer_pipeline.predictor import load_predictor
 
-    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    rgb = data.astronaut()
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     predictor = load_predictor(a.model)
-    detector = HaarFaceDetector()
-    analyse([("astronaut", photo)], predictor, detector)
-    cold = time.perf_counter() - t0
-    lat = []
-    for _ in range(a.repeat):
-        t = time.perf_counter()
-        res = analyse([("astronaut", photo)], predictor, detector)
-        lat.append(time.perf_counter() - t)
-    det = []
-    for _ in range(a.repeat):
-        t = time.perf_counter()
-        detector.detect(photo)
-        det.append(time.perf_counter() - t)
-    print(f"one 512x512 photo, {len(res[0].faces)} face: cold start {cold:.2f} s (imports + model load + first photo); "
-          f"warm median {1000 * statistics.median(lat):.1f} ms "
-          f"(detection alone {1000 * statistics.median(det):.1f} ms)")
+    analyse([("astronaut", decode_image(jpeg))], predictor, make_detector("haar"))
+    print(f"cold start {time.perf_counter() - t0:.2f} s (imports + model load + first photo, Haar)")
+    stages = ("decode", "detect", "crop", "classify")
+    totals = {}
+    print(f"one {rgb.shape[1]}x{rgb.shape[0]} JPEG photo, warm, median of {a.repeat} (ms):")
+    print(f"{'detector':>9} " + " ".join(f"{s_:>9}" for s_ in stages) + f" {'total':>9} {'x Haar':>7}")
+    for name in ("haar", "mtcnn"):
+        detector = make_detector(name)
+        analyse([("astronaut", decode_image(jpeg))], predictor, detector)  # warm-up
+        per = {s_: [] for s_ in (*stages, "total")}
+        for _ in range(a.repeat):
+            seconds = {}
+            t = time.perf_counter()
+            gray = decode_image(jpeg)
+            seconds["decode"] = time.perf_counter() - t
+            res = analyse([("astronaut", gray)], predictor, detector, seconds=seconds)
+            per["total"].append(time.perf_counter() - t)
+            for s_ in stages:
+                per[s_].append(seconds[s_])
+        med = {k: 1000 * statistics.median(v) for k, v in per.items()}
+        totals[name] = med["total"]
+        print(f"{name:>9} " + " ".join(f"{med[s_]:9.1f}" for s_ in stages)
+              + f" {med['total']:9.1f} {med['total'] / totals['haar']:7.2f}  ({len(res[0].faces)} face)")
 
     faces = np.random.default_rng(0).integers(0, 256, (a.faces, 48, 48, 1)).astype(np.float32)
     for label, spec in (("keras", a.model), ("tflite", a.tflite)):

@@ -40,3 +40,24 @@ def test_the_round_trip_benchmark_runs_on_a_tiny_test_split(tmp_path):
     res = json.loads(out.read_text())
     assert res["faces"] == 6 and res["photos"] == 4 and set(res["detectors"]) == {"haar"}
     assert set(res["detectors"]["haar"]["by_layout"]) == {"scene", "fills", "group"}
+
+
+def test_the_input_and_backend_benchmark_runs_every_row():
+    # tf.data (this checkout and --ref), FaceBatches on TensorFlow, and Keras on JAX in a child.
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/train_speed.py"), "--feeds", "--ref", "HEAD",
+                        "--steps", "2", "--warmup", "1", "--repeats", "1"],
+                       capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line for line in r.stdout.splitlines() if line.strip().endswith(tuple("0123456789"))]
+    assert len(rows) == 4 and "JAX, FaceBatches" in r.stdout and "augment.py at HEAD" in r.stdout, r.stdout
+
+
+def test_the_inference_benchmark_times_every_stage_for_both_detectors(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/inference_speed.py"), "--model",
+                        str(tiny_model_file(tmp_path / "tiny.keras")), "--tflite", str(tmp_path / "none.tflite"),
+                        "--repeat", "2", "--faces", "64"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.split()}
+    assert lines["haar"][6] == "1.00", r.stdout     # decode detect crop classify total, x Haar
+    assert len(lines["mtcnn"]) >= 7 and all(float(v) >= 0 for v in lines["mtcnn"][1:6]), r.stdout
+    assert "keras: batched inference" in r.stdout and "tflite:" in r.stdout

@@ -38,6 +38,8 @@ TINY = {
 }
 # Read by every stage but tracked by DVC otherwise: params.yaml through `params:`.
 NOT_FILE_DEPS = {"params.yaml"}
+# The photos stage is a foreach over evaluate.photo_sets: traced with this one entry.
+PHOTO_ITEM = {"name": "tiny", "dir": "photos/tiny"}
 
 
 def _set(params: dict, dotted: str, value) -> None:
@@ -55,23 +57,32 @@ def _paths(entries) -> list[str]:
     return [str(p) for p in out]
 
 
+def interpolate(text: str, params: dict) -> str:
+    """``${a.b}`` from params; ``${item.x}`` from PHOTO_ITEM (the foreach stage's entry)."""
+    def value(m):
+        key = m.group(1)
+        if key.startswith("item."):
+            return str(PHOTO_ITEM[key[len("item."):]])
+        node = params
+        for part in key.split("."):
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{([^}]+)\}", value, text)
+
+
 def stage_spec(dvc: dict, params: dict, stage: str) -> dict:
     """deps, outs (incl. metrics and plots) and params of a stage, ``${...}`` resolved."""
     s = dvc["stages"][stage]
+    s = s.get("do", s)  # a foreach stage
 
     def resolve(path: str) -> str:
-        def value(m):
-            node = params
-            for part in m.group(1).split("."):
-                node = node[part]
-            return str(node)
-
-        return os.path.normpath(re.sub(r"\$\{([^}]+)\}", value, path))
+        return os.path.normpath(interpolate(path, params))
 
     return {"deps": [resolve(p) for p in _paths(s.get("deps"))],
             "outs": [resolve(p) for p in _paths(s.get("outs")) + _paths(s.get("metrics")) + _paths(s.get("plots"))],
             "params": [str(p) for p in s.get("params", [])],
-            "args": {k: os.path.normpath(v) for k, v in cmd_paths(s["cmd"]).items()}}
+            "args": {k: os.path.normpath(v) for k, v in cmd_paths(interpolate(s["cmd"], params)).items()}}
 
 
 def _written(path: str) -> str:
@@ -142,6 +153,20 @@ def traced(fer_fixture, tmp_path_factory):
                            env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, f"stage {stage} failed:\n{r.stderr[-3000:]}"
         traces[stage] = json.loads(out.read_text())
+    # The photos stage, for one photo set inside the repository (so that its reads are seen).
+    from helpers import astronaut_gray, write_png
+
+    photos = repo / PHOTO_ITEM["dir"]
+    for folder, img in (("happy", astronaut_gray()), ("sad", astronaut_gray()[::-1])):
+        (photos / folder).mkdir(parents=True)
+        write_png(photos / folder / "face.png", img)
+    dvc_spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    args = [f"{k}={v}" for k, v in cmd_paths(interpolate(dvc_spec["stages"]["photos"]["do"]["cmd"], params)).items()]
+    out = work / "photos.json"
+    r = subprocess.run([sys.executable, str(REPO / "tests/stage_trace.py"), "photos", str(out), *args], cwd=repo,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"stage photos failed:\n{r.stderr[-3000:]}"
+    traces["photos"] = json.loads(out.read_text())
     return {"traces": traces, "params": params, "dvc": yaml.safe_load((REPO / "dvc.yaml").read_text())}
 
 
@@ -159,6 +184,8 @@ def test_the_trace_sees_the_core_of_every_stage(traced):
     assert "reports/preprocess.json" in t["train"]["reads"]
     assert "reports/validation.json" in t["evaluate"]["reads"]
     assert t["train"]["params"] == ["preprocess.augment", "tracking", "train"]
+    assert "src/fer_pipeline/photo_eval.py" in t["photos"]["modules"]
+    assert any(r.startswith("photos/tiny/happy/") for r in t["photos"]["reads"])
 
 
 @pytest.mark.parametrize("stage,dep,expect", [

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -14,7 +15,7 @@ from fer_pipeline.params import STAGE_PARAMS
 from fer_pipeline.validation import validate
 
 from conftest import REAL_ARCHIVE, REPO
-from helpers import repo_params, stage_cmd
+from helpers import astronaut_gray, repo_params, stage_cmd, write_png
 
 ARCHIVE = REPO / "data/raw/fer2013.zip" if (REPO / "data/raw/fer2013.zip").exists() else REAL_ARCHIVE
 VOTES = REPO / "data/raw/fer2013_ferplus_votes.csv"
@@ -35,14 +36,17 @@ TEST_FOLDER = {"angry": 958, "disgust": 111, "fear": 1024, "happy": 1774, "neutr
 def test_dvc_yaml_stages_and_params_sections_agree():
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     params = repo_params()
-    assert list(dvc["stages"]) == ["ingest", "validate", "preprocess", "train", "evaluate", "export"]
-    for stage in dvc["stages"]:
-        assert stage in params
+    assert list(dvc["stages"]) == ["ingest", "validate", "preprocess", "train", "evaluate", "export", "photos"]
+    for stage, spec in dvc["stages"].items():
+        assert stage in params or stage == "photos"
         assert (REPO / "pipeline" / f"{stage}.py").exists()
-        assert sorted(dvc["stages"][stage]["params"]) == sorted(STAGE_PARAMS[stage])
-    # One metrics file, headline figures only; the per-stage reports are plain outputs.
-    metrics = [next(iter(m)) for s in dvc["stages"].values() for m in s.get("metrics", [])]
-    assert metrics == ["reports/metrics.json"]
+        spec = spec.get("do", spec)  # photos: one stage per evaluate.photo_sets entry (foreach)
+        assert sorted(spec["params"]) == sorted(STAGE_PARAMS[stage])
+    # One metrics file of headline figures for the pipeline (per-stage reports are plain outputs),
+    # and one per photo set.
+    metrics = [next(iter(m)) for s in dvc["stages"].values() for m in s.get("do", s).get("metrics", [])]
+    assert metrics == ["reports/metrics.json", "reports/photos/${item.name}/metrics.json"]
+    assert params["evaluate"]["photo_sets"] == []     # off by default
 
 
 def full_params(**sections) -> str:
@@ -212,8 +216,14 @@ def test_smoke_dvc_repro_runs_every_stage_in_a_temp_repo(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    metrics = smoke(REPO, tmp_path / "repo")
+    # One labelled photo set (evaluate.photo_sets): the photos@0 stage runs in the same dvc repro.
+    photos = tmp_path / "photos"
+    write_png((photos / "happiness").mkdir(parents=True) or photos / "happiness/astronaut.png", astronaut_gray())
+    write_png((photos / "sad").mkdir() or photos / "sad/blank.png", np.full((200, 200), 128, np.uint8))
+    metrics = smoke(REPO, tmp_path / "repo", {"evaluate.photo_sets": [{"name": "mine", "dir": str(photos)}]})
     repo = tmp_path / "repo"
+    mine = json.loads((repo / "reports/photos/mine/metrics.json").read_text())
+    assert mine["images"] == 2 and mine["found"] == 0.5       # the blank photo has no face
     assert 0 <= metrics["test"]["accuracy"] <= 1 and metrics["test"]["per_class"]["sad"]["support"] == 10
     for f in ("reports/model_card.md", "reports/figures/confusion_test.png", "reports/validation.html",
               "reports/augmentation_preview.png", "models/model.keras", "dvc.lock"):
@@ -239,3 +249,4 @@ def test_smoke_dvc_repro_runs_every_stage_in_a_temp_repo(tmp_path, monkeypatch):
     shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=repo, capture_output=True,
                            text=True, check=True).stdout
     assert "test_acc" in shown and max(len(line) for line in shown.splitlines()) <= 160, shown
+    assert "reports/photos/mine/metrics.json" in shown and "photo_acc" in shown, shown

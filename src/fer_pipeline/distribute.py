@@ -15,8 +15,9 @@ names the process and the coordinator, never a hang:
 - a peer that stops answering (a frozen or unplugged machine), or a coordinator that cannot be
   reached at the start: JAX would abort the process with a stack trace after its own timeouts
   (and leave the MLflow run RUNNING), so a ``Watchdog`` ends it first: nothing moved for the
-  timeout, the MLflow run is marked FAILED, one line, exit status 1. JAX's own timeouts are set to
-  twice ours, a backstop. No model file exists before
+  timeout, the MLflow run is marked FAILED, one line, exit status 1. JAX's own timeouts are longer
+  (start-up 2x, heartbeats 4x: a heartbeat is missed up to half JAX's timeout after the last one
+  sent, so 2x raced the watchdog in a test), a backstop. No model file exists before
   training ends (``fsutil.atomic_path``).
 ``jax.distributed.initialize`` is called here rather than through ``keras.distribution.initialize``
 because Keras passes no timeouts.
@@ -176,7 +177,7 @@ def place(name: str, timeout_s: int) -> Placement:
             try:
                 jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=rank,
                                            initialization_timeout=2 * timeout_s,
-                                           heartbeat_timeout_seconds=2 * timeout_s)
+                                           heartbeat_timeout_seconds=4 * timeout_s)
             except Exception as exc:
                 raise FerError(f"{unreached}: {str(exc).splitlines()[0][:160]}") from exc
     devices = keras.distribution.list_devices()

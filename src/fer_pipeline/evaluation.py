@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from . import plots
+from .calibration import calibrate
 from .fsutil import write_json, write_text
 from .metrics import confusion, evaluate_model, ferplus_scoreboard, with_interval
 from .promotion import write_predictions_csv
@@ -42,8 +43,8 @@ def evaluation_run(run_id: str, experiment: str, root: str = ".") -> tuple[str, 
 def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_metrics: str,
                  preprocess_report: str, validation_report: str, curves: str, preview: str, metrics: str,
                  details: str, test_predictions: str, val_predictions: str, confusion_png: str,
-                 grid_correct: str, grid_wrong: str, f1_png: str, model_card_md: str, baselines: str,
-                 root: str = ".") -> dict:
+                 grid_correct: str, grid_wrong: str, f1_png: str, reliability_png: str, model_card_md: str,
+                 baselines: str, root: str = ".") -> dict:
     """The evaluate stage; every path comes from dvc.yaml's ``cmd`` (``curves`` and ``preview``, made
     by train, are only linked from the model card)."""
     import keras
@@ -73,6 +74,9 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
             raise FerError(f"{data}/{s}.npz has no FER+ votes: rerun `dvc repro` (ingest joins them)")
         majority[s] = most_voted(votes)
         results[f"{s}_ferplus"] = ferplus_scoreboard(majority[s], preds[s], preds.get(f"{s}_tta"))
+    # Calibration of the plain predictions (what the service gives), fitted and judged on val.
+    results["calibration"] = calibrate((preds["val"], splits["val"][1]), (preds["test"], splits["test"][1]),
+                                       int(cfg["calibration_bins"]), float(cfg["calibration_min_ece_gain"]))
     results["target"] = {"labels": target, "promotion_judged_against": TARGET_TEXT[TARGET_COLUMN[target]]}
     x, y = splits["test"]
     y_pred = labels_pred["test"]
@@ -90,6 +94,8 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
            if k != "accuracy_ci95"},
         "test_ferplus_accuracy_ci95_low": results["test_ferplus"]["accuracy_ci95"][0],
         "test_ferplus_accuracy_ci95_high": results["test_ferplus"]["accuracy_ci95"][1],
+        **{f"{s}_{k}": results["calibration"][s][k] for s in splits for k in ("ece", "ece_scaled")},
+        "calibration_temperature": results["calibration"]["temperature"],
     }
     reports = {name: json.loads(Path(p).read_text()) if Path(p).exists() else {}
                for name, p in (("train", train_metrics), ("preprocess", preprocess_report),
@@ -117,6 +123,9 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
                                           f"test faces {what} (T=true, P=predicted)"), path)
         plots.publish(plots.f1_bars({k: v["f1"] for k, v in results["test"]["per_class"].items()},
                                     "per-class F1 on test (PrivateTest)"), f1_png)
+        cal = results["calibration"]
+        plots.publish(plots.reliability(cal["test_bins"], cal["test_bins_scaled"], cal["temperature"],
+                                        f"test (PrivateTest): ECE {cal['test']['ece']:.3f}"), reliability_png)
         for path in (test_predictions, val_predictions):
             mlflow.log_artifact(path, "evaluation")
         if cfg["register"]:
@@ -132,7 +141,8 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
 
         write_json(details, {**results, "registry": decision})
         write_json(metrics, headline(results, reports["train"], decision))
-        figures = {"confusion_png": confusion_png, "f1_png": f1_png, "grid_correct": grid_correct,
+        figures = {"confusion_png": confusion_png, "f1_png": f1_png, "reliability_png": reliability_png,
+                   "grid_correct": grid_correct,
                    "grid_wrong": grid_wrong, "curves": curves, "preview": preview}
         write_text(model_card_md, model_card(results, reports["train"], reports["preprocess"],
                                              reports["validation"], decision, params, figures,
@@ -146,6 +156,7 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
           + f", macro-F1 {t['macro_f1']:.4f}; against the FER+ most-voted label {f['accuracy']:.4f} "
           f"({f['accuracy_ci95'][0]:.4f}-{f['accuracy_ci95'][1]:.4f}, {f['images']:,} images)"
           + (f", {f['tta_accuracy']:.4f} with TTA" if "tta_accuracy" in f else "")
+          + f"; test ECE {results['calibration']['test']['ece']:.3f}"
           + f"; val {results['val']['accuracy']:.4f} (FER+ {results['val_ferplus']['accuracy']:.4f}); "
           f"trained on {target}; report {model_card_md}")
     return {"metrics": results, "decision": decision}

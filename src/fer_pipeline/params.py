@@ -28,8 +28,12 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "preprocess": ["preprocess.drop_cross_split_duplicates", "preprocess.drop_train_duplicates",
                    "preprocess.drop_near_blank", "preprocess.near_blank_std", "preprocess.class_weights"],
     "train": ["preprocess.augment", "train", "tracking"],
-    "evaluate": ["evaluate", "train.labels", "tracking"],
+    # every evaluate key but photo_sets, which only the photos stages read (through their cmd)
+    "evaluate": [f"evaluate.{k}" for k in ("tta", "tta_shift_px", "grid_size", "register", "registered_model",
+                                           "promote_alpha", "promote_min_gain_points", "calibration_bins",
+                                           "calibration_min_ece_gain")] + ["train.labels", "tracking"],
     "export": ["export"],
+    "photos": ["predict"],
 }
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -166,6 +170,11 @@ class Train(Section):
         return self
 
 
+class PhotoSet(Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]   # reports/photos/<name>/
+    dir: Annotated[str, Field(min_length=1)]                    # <dir>/<emotion>/*.jpg (fer evaluate-photos)
+
+
 class Evaluate(Section):
     tta: bool
     tta_shift_px: Annotated[int, Field(ge=0, le=8)]
@@ -174,6 +183,9 @@ class Evaluate(Section):
     registered_model: Annotated[str, Field(min_length=1)]
     promote_alpha: Annotated[float, Field(gt=0, lt=1)]
     promote_min_gain_points: Annotated[float, Field(ge=0, le=100)]
+    calibration_bins: Annotated[int, Field(ge=2, le=100)]
+    calibration_min_ece_gain: Annotated[float, Field(ge=0, le=1)]
+    photo_sets: list[PhotoSet]
 
 
 class Export(Section):

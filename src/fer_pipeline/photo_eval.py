@@ -217,6 +217,24 @@ def run_evaluate_photos(folder: str, model: str | None, out: str | None, detecto
     return report
 
 
+def run_photos(params: dict, *, photos: str, model: str, report: str) -> dict:
+    """The optional ``photos`` stages (one per entry of ``evaluate.photo_sets``): the pipeline's own
+    model on one labelled photo folder, with the ``predict`` settings; ``report``/metrics.json
+    holds the headline figures DVC tracks (the rest: photo_eval.json / .md, confusion.png)."""
+    s = params["predict"]
+    if not Path(photos).is_dir():
+        raise FerError(f"{photos} is not a folder: fix evaluate.photo_sets in params.yaml "
+                       "(each dir holds <emotion>/ folders of photos)")
+    r = run_evaluate_photos(photos, model, report, s["detector"], s["margin"], s["min_confidence"])
+    headline = {"photo_acc": r["accuracy"], "photo_lo": r["accuracy_ci95"][0], "photo_hi": r["accuracy_ci95"][1],
+                "found": round(1 - r["miss_rate"], 4), "acc_on_found": r["accuracy_on_found"],
+                "macro_f1": r["macro_f1"], "images": r["images"]}
+    write_json(Path(report) / "metrics.json", headline)
+    print(f"{photos}: {r['images']} photos, faces found in {100 * headline['found']:.1f}%, accuracy "
+          f"{100 * r['accuracy']:.1f}% end to end ({100 * (r['accuracy_on_found'] or 0):.1f}% on found faces)")
+    return headline
+
+
 def log_to_mlflow(report: dict, out_dir: Path, root: Path) -> str:
     """An MLflow run in experiment ``photo-eval``, named after the folder, tagged with the model
     (and its registry version and training run when the model came from the registry)."""

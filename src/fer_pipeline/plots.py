@@ -106,3 +106,21 @@ def f1_bars(f1: dict[str, float], title: str):
     ax.set_ylim(0, 1), ax.set_ylabel("F1"), ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
     return fig
+
+
+def reliability(bins: list[dict], bins_scaled: list[dict], temperature: float, title: str):
+    """Reliability diagram: per confidence bin, the share predicted right against the mean top
+    probability (the diagonal is perfect calibration), as the model gives them and at temperature
+    ``temperature``; below, how many faces fall in each bin."""
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 6.5), height_ratios=[3, 1], sharex=True)
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for rows, label, style in ((bins, "the model", "o-"), (bins_scaled, f"at temperature {temperature:.2f}", "s--")):
+        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], style, markersize=4, label=label)
+    ax.set_ylabel("share predicted right"), ax.set_ylim(0, 1), ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    width = bins[0]["high"] - bins[0]["low"] if bins else 0.1
+    hist.bar([r["low"] for r in bins], [r["faces"] for r in bins], width=width, align="edge",
+             color="tab:blue", edgecolor="white")
+    hist.set_xlabel("top probability (confidence)"), hist.set_ylabel("faces"), hist.set_xlim(0, 1)
+    fig.tight_layout()
+    return fig

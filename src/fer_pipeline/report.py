@@ -83,4 +83,5 @@ def model_card(metrics: dict, train: dict, prep: dict, valid: dict, decision: di
                   model_text=model_text, figures=rel, baselines=peers, dropped=dropped,
                   rows={s: rows.get(s, 0) for s in ("train", "val", "test")},
                   test_images=sum(m["support"] for m in t["per_class"].values()),
+                  figures_reliability=Path(figures.get("reliability_png", "figures/reliability_test.png")).name,
                   tta_shift_px=params["evaluate"]["tta_shift_px"] if "tta_accuracy" in t else 0)

@@ -1,0 +1,7 @@
+"""DVC stages photos@N: one labelled photo folder of evaluate.photo_sets, end to end (paths: dvc.yaml)."""
+
+from fer_pipeline.photo_eval import run_photos
+from fer_pipeline.stage import run_stage
+
+if __name__ == "__main__":
+    run_stage("photos", run_photos)
