@@ -4,6 +4,8 @@ same faces given directly. What the photo path loses is the gap.
 
     python benchmarks/photo_roundtrip.py [--model models/model.keras] [--faces 900] [--detectors haar mtcnn]
 
+``mtcnn@0.7`` names MTCNN with its confidence threshold at 0.7 instead of the default 0.9.
+
 Each face goes into one of three layouts, in turn:
 - ``scene``: upscaled 3-8x, rotated up to +-20 degrees, on a background (texture, gradient or
   noise), shifted; the face keeps FER2013's margin around it;
@@ -131,7 +133,10 @@ def main() -> None:
     results["direct_accuracy_ferplus"] = round(float((direct[has_fp] == fp[idx][has_fp]).mean()), 4) \
         if has_fp.any() else None
     for name in a.detectors:
-        detector = make_detector(name)
+        kind, _, threshold = name.partition("@")
+        detector = make_detector(kind)
+        if threshold:  # mtcnn@0.7: another confidence threshold
+            detector.min_confidence = float(threshold)
         analyse([("warm-up", photos[0][0])], predictor, detector)  # load and trace once, untimed
         pred = np.full(len(idx), -1)
         by_layout: dict[str, list[int]] = {}
