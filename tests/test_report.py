@@ -1,5 +1,7 @@
 """The model card and the headline metrics, rendered from hand-built results."""
 
+import numpy as np
+
 from fer_pipeline.report import headline, model_card
 
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
@@ -42,6 +44,22 @@ def test_model_card_shows_the_figures_it_is_given():
     assert "![confusion_png](figures/confusion_test.png)" in card  # relative to reports/
     assert "1,242,151 parameters" in card and "434.8 TFLOP" in card
     assert "{{" not in card and "{%" not in card
+    assert "## Calibration" not in card                             # no calibration measured
+
+
+def test_model_card_states_the_calibration_and_its_decision():
+    from fer_pipeline.calibration import calibrate
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(7), 400)
+    y = probs.argmax(1)                       # always right: very underconfident
+    cal = calibrate((probs, y), (probs, y), 15, 0.005)
+    card = model_card({**METRICS, "calibration": cal}, TRAIN, {}, {}, None, {"evaluate": {"tta_shift_px": 2}},
+                      {"reliability_png": "reports/figures/reliability_test.png"}, "`bn_vgg`", PEERS)
+    assert "## Calibration: what a probability means" in card
+    assert f"Test: ECE {cal['test']['ece']:.3f}" in card and f"(T = {cal['temperature']:.2f})" in card
+    assert cal["helps"] and "do not apply it yet" in card and f"Decided on val alone: {cal['decision']}" in card
+    assert "![reliability](figures/reliability_test.png)" in card
 
 
 def test_model_card_without_tta_or_registry():
