@@ -217,3 +217,18 @@ def test_multi_process_a_lost_process_ends_the_run_failed_with_one_line(tmp_path
     assert run.info.status == "FAILED"
     assert not (roots[0] / "models/model.keras").exists()
     assert not list((roots[0] / "models").glob("*.keras*")) if (roots[0] / "models").exists() else True
+
+
+def test_multi_process_an_unreachable_coordinator_is_one_line_within_the_timeout(tmp_path):
+    # Process 1 of 2, and nobody listens at the coordinator's address: no hang, no JAX stack trace.
+    root = workdir(tmp_path, tiny_train_params(distribute="multi_process", distribute_timeout_s=5))
+    port = free_port()
+    t0 = time.time()
+    proc = start(root, {**cluster_env(root, port, 1)})
+    out = finish(proc)
+    took = time.time() - t0
+    errors = [ln for ln in out.splitlines() if ln.startswith("error: ")]
+    assert proc.returncode == 1 and len(errors) == 1, out[-3000:]
+    assert f"process 1 of 2 (coordinator 127.0.0.1:{port})" in errors[0] and "did not all meet" in errors[0]
+    assert "Check failure stack trace" not in out and took < 5 + 60, took
+    assert not (root / "models").exists() and runs(root) == []
