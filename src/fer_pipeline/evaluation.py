@@ -74,9 +74,17 @@ def run_evaluate(params: dict, *, data: str, model: str, run_info: str, train_me
             raise FerError(f"{data}/{s}.npz has no FER+ votes: rerun `dvc repro` (ingest joins them)")
         majority[s] = most_voted(votes)
         results[f"{s}_ferplus"] = ferplus_scoreboard(majority[s], preds[s], preds.get(f"{s}_tta"))
-    # Calibration of the plain predictions (what the service gives), fitted and judged on val.
-    results["calibration"] = calibrate((preds["val"], splits["val"][1]), (preds["test"], splits["test"][1]),
-                                       int(cfg["calibration_bins"]), float(cfg["calibration_min_ece_gain"]))
+    # Calibration of the plain predictions (what the service gives), fitted and judged on val,
+    # against the labels the model trained on (FER+ targets: the most-voted label, where one exists).
+    def against_target(split: str) -> tuple:
+        if target == "fer2013":
+            return preds[split], splits[split][1]
+        has = majority[split] >= 0
+        return preds[split][has], majority[split][has]
+
+    results["calibration"] = calibrate(against_target("val"), against_target("test"), int(cfg["calibration_bins"]),
+                                       float(cfg["calibration_min_ece_gain"]))
+    results["calibration"]["labels"] = TARGET_TEXT[TARGET_COLUMN[target]]
     results["target"] = {"labels": target, "promotion_judged_against": TARGET_TEXT[TARGET_COLUMN[target]]}
     x, y = splits["test"]
     y_pred = labels_pred["test"]
