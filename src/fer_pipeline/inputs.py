@@ -136,9 +136,8 @@ class FaceBatches(keras.utils.PyDataset):
         return tuple(keras.ops.convert_to_numpy(t)[local] for t in (images, labels, w))
 
     def _evaluation_batch(self, i: int):
-        x = self.x[i * self.batch_size:(i + 1) * self.batch_size].astype(np.float32)
-        y = self.targets[i * self.batch_size:(i + 1) * self.batch_size]
-        w = self.weights[i * self.batch_size:(i + 1) * self.batch_size]
+        rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        x, y, w = self.x[rows].astype(np.float32), self.targets[rows], self.weights[rows]
         pad = -len(x) % self.pad_to
         if pad:
             x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
