@@ -4,7 +4,8 @@ same faces given directly. What the photo path loses is the gap.
 
     python benchmarks/photo_roundtrip.py [--model models/model.keras] [--faces 900] [--detectors haar mtcnn]
 
-``mtcnn@0.7`` names MTCNN with its confidence threshold at 0.7 instead of the default 0.9.
+``mtcnn@0.7`` names MTCNN with its confidence threshold at 0.7 instead of the default 0.9;
+``mtcnn-upright`` names MTCNN without the turned search of photos where it finds no face.
 
 Each face goes into one of three layouts, in turn:
 - ``scene``: upscaled 3-8x, rotated up to +-20 degrees, on a background (texture, gradient or
@@ -134,7 +135,9 @@ def main() -> None:
         if has_fp.any() else None
     for name in a.detectors:
         kind, _, threshold = name.partition("@")
-        detector = make_detector(kind)
+        detector = make_detector(kind.removesuffix("-upright"))
+        if kind.endswith("-upright"):  # mtcnn-upright: without the turned search (faces.RETRY_ANGLES)
+            detector.retry_angles = ()
         if threshold:  # mtcnn@0.7: another confidence threshold
             detector.min_confidence = float(threshold)
         analyse([("warm-up", photos[0][0])], predictor, detector)  # load and trace once, untimed

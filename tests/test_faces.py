@@ -56,6 +56,21 @@ def test_a_rotated_face_comes_back_upright(mtcnn, angle):
         assert np.hypot(*(got - TEMPLATE[k])) < 3, (k, got, TEMPLATE[k])
 
 
+def test_a_face_turned_past_the_upright_pass_is_found_by_the_turned_search(mtcnn):
+    angle = -50
+    photo = rotated(astronaut_gray(), angle)
+    assert MtcnnFaceDetector(retry_angles=()).detect(photo) == []      # the upright pass alone misses it
+    (face,) = mtcnn.detect(photo)
+    m = cv2.getRotationMatrix2D((256, 256), angle, 1.0)                  # where the astronaut's face went
+    cx, cy = m @ np.array([224.0, 118.0, 1.0])
+    x, y, w, h = face.box
+    assert abs(x + w / 2 - cx) < 20 and abs(y + h / 2 - cy) < 20, (face.box, cx, cy)
+    assert abs(eye_angle(face.landmarks)) > 40                           # landmarks in the photo's frame...
+    crop = align_face(photo, face.landmarks)                             # ...so the crop comes back upright
+    (again,) = mtcnn.detect(cv2.resize(crop, (192, 192), interpolation=cv2.INTER_CUBIC))
+    assert abs(eye_angle(again.landmarks)) < 3
+
+
 def test_a_face_that_fills_the_whole_image_is_found(mtcnn):
     astro = astronaut_gray()
     tight = astro[75:180, 180:270]                 # forehead to chin, cheek to cheek: no margin at all

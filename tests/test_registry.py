@@ -83,6 +83,40 @@ def test_a_ferplus_trained_candidate_is_judged_against_the_most_voted_labels_on_
     assert not on_fer2013.promote and on_fer2013.val["images"] == 105
 
 
+def _csv3(fer2013, pred, ferplus) -> str:
+    return "actual,predicted,ferplus\n" + "".join(
+        f"{LABELS[a]},{LABELS[b]},{LABELS[f]}\n" for a, b, f in zip(fer2013, pred, ferplus))
+
+
+def _two_scoreboards():
+    """A FER2013-trained champion and a FER+-trained candidate on 100 images: against the FER+
+    labels the candidate is 8 points better (p = 0.0386), against FER2013's 8 points worse."""
+    fp, new, old = _pair(10, 2, 60, 28)
+    fer2013 = np.where(np.arange(100) < 12, fp, (fp + 3) % 7)   # FER2013 agrees with FER+ on 12 images...
+    fer2013[:12] = np.where(np.arange(12) < 10, old[:12], new[:12])  # ...where it takes the other side
+    champ = {"val": _csv3(fer2013, old, fp)}
+    return fer2013, fp, new, old, champ
+
+
+def test_a_candidate_trained_on_other_labels_than_the_champion_must_win_on_both():
+    fer2013, fp, new, old, champ = _two_scoreboards()
+    cand = {"val": _csv3(fer2013, new, fp)}
+    assert compare("val", fer2013, new, old).gain_points == -8.0
+    alone = decide_from_csv(cand, champ, LABELS, 0.05, 0.5, target="ferplus_soft")   # champion's labels unknown
+    assert alone.promote and alone.val["gain_points"] == 8.0
+    d = decide_from_csv(cand, champ, LABELS, 0.05, 0.5, target="ferplus_soft", champion_target="fer2013")
+    assert not d.promote and d.val["gain_points"] == 8.0
+    assert "trained on ferplus_soft, the champion on fer2013" in d.reason and "FER2013 labels val gain -8.00 pt" in d.reason
+    # the reverse: a FER2013-trained candidate does not take the alias from a FER+ champion on FER2013 labels
+    back = decide_from_csv({"val": _csv3(fer2013, old, fp)}, {"val": _csv3(fer2013, new, fp)}, LABELS, 0.05, 0.5,
+                           target="fer2013", champion_target="ferplus_soft")
+    assert not back.promote and "FER+ most-voted labels val gain -8.00 pt" in back.reason
+    # better on both label sets: promoted, and the reason names both
+    both = decide_from_csv({"val": _csv3(fp, new, fp)}, {"val": _csv3(fp, old, fp)}, LABELS, 0.05, 0.5,
+                           target="ferplus_soft", champion_target="fer2013")
+    assert both.promote and "against its FER2013 labels also better on val by +8.00 pt" in both.reason
+
+
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     import mlflow
@@ -105,12 +139,13 @@ def _preds(right: np.ndarray) -> dict[str, str]:
     return {"val": _csv(Y, pred), "test": _csv(Y, pred)}
 
 
-def _evaluated_run(mlflow, preds: dict[str, str]) -> str:
+def _evaluated_run(mlflow, preds: dict[str, str], labels: str = "fer2013") -> str:
     """A run with a logged model and its stored val/test predictions, as evaluate leaves it."""
     from fer_pipeline.models import build_model
     from fer_pipeline.tracking import log_model
 
     with mlflow.start_run() as run:
+        mlflow.log_param("train.labels", labels)
         log_model(build_model("bn_vgg", 48, widths=(4,), convs_per_stage=1, dense=0, dropout=0.0))
         for split, text in preds.items():
             mlflow.log_text(text, f"evaluation/{split}_predictions.csv")
@@ -158,3 +193,15 @@ def test_a_champion_without_stored_predictions_is_kept(registry):
     register_and_decide(legacy, "fer-legacy", _preds(right), 0.05, 0.5)
     d = register_and_decide(_evaluated_run(mlflow, _preds(right)), "fer-legacy", _preds(right), 0.05, 0.5)
     assert d["alias"] == "challenger" and "no stored val predictions" in d["reason"]
+
+
+def test_a_ferplus_trained_experiment_does_not_take_champion_from_the_fer2013_default(registry):
+    mlflow = registry
+    fer2013, fp, new, old, champ = _two_scoreboards()
+    first = register_and_decide(_evaluated_run(mlflow, champ), "fer-two", champ, 0.05, 0.5)
+    assert first["alias"] == "champion"
+    cand = {"val": _csv3(fer2013, new, fp)}
+    d = register_and_decide(_evaluated_run(mlflow, cand, "ferplus_soft"), "fer-two", cand, 0.05, 0.5,
+                            target="ferplus_soft")
+    assert d["alias"] == "challenger" and "the champion on fer2013" in d["reason"] and "champion v1" in d["reason"]
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("fer-two", "champion").version) == "1"

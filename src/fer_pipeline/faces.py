@@ -11,7 +11,12 @@ Two detectors sit behind one protocol (``detect(gray) -> list[Face]``):
 
 MTCNN misses faces that touch the image border and faces smaller than its smallest window, so an
 image is padded (edge pixels repeated) and small images are upscaled before it looks; boxes and
-landmarks are mapped back to the photo's coordinates.
+landmarks are mapped back to the photo's coordinates. It also misses many faces turned in the
+image plane by more than about 20-30 degrees (and blurry faces at less), so a photo where the
+upright pass finds no face is searched again turned by each of ``RETRY_ANGLES`` (the first turn
+that finds faces wins). On the FER2013 round trip this raised faces found on one-face photos from
+83% to 97% (``benchmarks/README.md``); photos where the upright pass finds any face, group photos
+among them, are not searched again, so a turned face beside an upright one is still missed.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 from .errors import FerError
 
 DETECT_MAX_SIDE = 1024   # large photos are searched at this size; boxes are mapped back
+RETRY_ANGLES = (20.0, -20.0)   # degrees (counter-clockwise) tried when the upright pass finds no face
 SIZE = 48
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # image left / right
 
@@ -97,7 +103,8 @@ class MtcnnFaceDetector:
 
     name = "mtcnn"
 
-    def __init__(self, min_confidence: float = 0.9, pad: float = 0.25, min_side: int = 192):
+    def __init__(self, min_confidence: float = 0.9, pad: float = 0.25, min_side: int = 192,
+                 retry_angles: tuple[float, ...] = RETRY_ANGLES):
         import logging
 
         logging.getLogger("mtcnn").setLevel(logging.ERROR)
@@ -105,8 +112,44 @@ class MtcnnFaceDetector:
 
         self.model = MTCNN(device="CPU:0")
         self.min_confidence, self.pad, self.min_side = min_confidence, pad, min_side
+        self.retry_angles = tuple(retry_angles)
 
     def detect(self, gray: np.ndarray) -> list[Face]:
+        faces = self._detect_upright(gray)
+        for angle in () if faces else self.retry_angles:
+            faces = self._detect_turned(gray, angle)
+            if faces:
+                break
+        return faces
+
+    def _detect_turned(self, gray: np.ndarray, angle: float) -> list[Face]:
+        """Search ``gray`` turned by ``angle`` degrees on a canvas that holds all of it; each face's
+        landmarks and box centre are mapped back (the box keeps its size, upright, within the photo)."""
+        import cv2
+
+        h, w = gray.shape[:2]
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        c, s = abs(m[0, 0]), abs(m[0, 1])
+        tw, th = int(math.ceil(w * c + h * s)), int(math.ceil(w * s + h * c))
+        m[:, 2] += (tw / 2 - w / 2, th / 2 - h / 2)
+        turned = cv2.warpAffine(gray, m, (tw, th), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        back = cv2.invertAffineTransform(m)
+
+        def to_photo(x: float, y: float) -> tuple[float, float]:
+            return (float(back[0, 0] * x + back[0, 1] * y + back[0, 2]),
+                    float(back[1, 0] * x + back[1, 1] * y + back[1, 2]))
+
+        faces = []
+        for f in self._detect_upright(turned):
+            x, y, bw, bh = f.box
+            cx, cy = to_photo(x + bw / 2, y + bh / 2)
+            marks = {k: to_photo(*v) for k, v in f.landmarks.items()}
+            x0, y0 = max(0, int(round(cx - bw / 2))), max(0, int(round(cy - bh / 2)))
+            x1, y1 = min(w, int(round(cx + bw / 2))), min(h, int(round(cy + bh / 2)))
+            faces.append(Face((x0, y0, x1 - x0, y1 - y0), marks, f.score))
+        return _in_order(faces)
+
+    def _detect_upright(self, gray: np.ndarray) -> list[Face]:
         import cv2
 
         h, w = gray.shape[:2]

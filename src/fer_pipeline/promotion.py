@@ -12,7 +12,8 @@ same comparison on test (PrivateTest) is reported beside it and never decides.
 
 Which labels count as right is the candidate's training target (``train.labels``): FER2013's
 (column ``actual``, every image) or the FER+ most-voted label (column ``ferplus``, the images that
-have one). Either way both sides are paired on the same images.
+have one). Either way both sides are paired on the same images. A candidate trained on other labels
+than the champion must pass the rule against both label sets (``decide_from_csv``).
 
 Predictions are stored as CSV (``actual,predicted,ferplus`` label names, one row per image in the
 split's fixed order; ``ferplus`` empty where FER+ has no most-voted label) with each evaluate run in
@@ -131,29 +132,49 @@ def read_predictions_csv(text: str, labels: list[str], column: str = "actual") -
 
 
 def decide_from_csv(candidate: dict[str, str], champion: dict[str, str], labels: list[str], alpha: float,
-                    min_gain_points: float, target: str = "fer2013") -> Decision:
+                    min_gain_points: float, target: str = "fer2013", champion_target: str | None = None) -> Decision:
     """The rule applied to stored predictions: ``{"val": csv_text, "test": csv_text}`` for each side,
     judged against the labels of the candidate's training ``target`` (``train.labels``; the
     candidate's CSV holds them). Predictions of different images (another data version) cannot be
-    paired: the champion stays."""
+    paired: the champion stays. A champion trained on other labels (``champion_target``) is beaten
+    only by a candidate that passes the rule on both label sets, so neither scoreboard can take the
+    alias from the other: changing the kind of label the champion is judged on is a person's call."""
     column = TARGET_COLUMN[target]
-    comps = {}
     for split in ("val", "test"):
         if split not in champion or split not in candidate:
             continue
-        same_new, p_new = read_predictions_csv(candidate[split], labels)
-        same_old, p_old = read_predictions_csv(champion[split], labels)
+        same_new, _ = read_predictions_csv(candidate[split], labels)
+        same_old, _ = read_predictions_csv(champion[split], labels)
         if len(same_new) != len(same_old) or not np.array_equal(same_new, same_old):
             return keep_champion(alpha, min_gain_points,
                                  f"the champion's {split} predictions are of other images "
                                  f"({len(same_old)} vs {len(same_new)}): no paired comparison, champion kept", column)
-        y, _ = read_predictions_csv(candidate[split], labels, column)
-        has = y >= 0
-        comps[split] = compare(split, y[has], p_new[has], p_old[has])
-    if "val" not in comps:
+    if "val" not in champion or "val" not in candidate:
         return keep_champion(alpha, min_gain_points, "the champion has no stored val predictions: champion kept",
                              column)
-    return decide(comps["val"], comps.get("test"), alpha, min_gain_points, column)
+
+    def judged_on(col: str) -> Decision:
+        comps = {}
+        for split in ("val", "test"):
+            if split in champion and split in candidate:
+                y, p_new = read_predictions_csv(candidate[split], labels, col)
+                _, p_old = read_predictions_csv(champion[split], labels)
+                has = y >= 0
+                comps[split] = compare(split, y[has], p_new[has], p_old[has])
+        return decide(comps["val"], comps.get("test"), alpha, min_gain_points, col)
+
+    decision = judged_on(column)
+    other = TARGET_COLUMN[champion_target or target]
+    if other == column or not decision.promote:
+        return decision
+    second = judged_on(other)
+    trained = f"trained on {target}, the champion on {champion_target}"
+    if not second.promote:
+        return Decision(False, decision.rule, f"{decision.reason}, but {trained}, and against the champion's "
+                        f"{TARGET_TEXT[other]} {second.reason}: champion kept", decision.val, decision.test)
+    decision.reason = f"{decision.reason}; {trained}, and against its {TARGET_TEXT[other]} also {second.reason}"
+    return decision
+
 
 def write_predictions_csv(path, y_true: np.ndarray, y_pred: np.ndarray, ferplus: np.ndarray | None = None) -> None:
     """Per-image ``actual,predicted,ferplus`` label names (FER2013 label, prediction, FER+ most-voted

@@ -74,7 +74,8 @@ def register_and_decide(run_id: str, model_name: str, candidate: dict[str, str],
                                TARGET_COLUMN[target])
     else:
         stored = stored_predictions(champ.run_id)
-        decision = decide_from_csv(candidate, stored, list(LABELS), alpha, min_gain_points, target)
+        champion_target = client.get_run(champ.run_id).data.params.get("train.labels", "fer2013")
+        decision = decide_from_csv(candidate, stored, list(LABELS), alpha, min_gain_points, target, champion_target)
         decision.reason = f"{decision.reason} (champion v{champ.version})"
     version = mlflow.register_model(logged_model_uri(run_id), model_name).version
     alias = "champion" if decision.promote else "challenger"

@@ -184,7 +184,8 @@ def compare_revisions(repo: Path, base: str, candidate: str | None = None):
     if "val" not in old:
         return promotion.first_model(alpha, min_gain, f"{base} has no committed val predictions to compare with",
                                     column)
-    return promotion.decide_from_csv(new, old, list(LABELS), alpha, min_gain, target)
+    return promotion.decide_from_csv(new, old, list(LABELS), alpha, min_gain, target,
+                                     training_target_at(repo, resolve_revision(repo, base)))
 
 
 def training_target_at(repo: Path, rev: str | None) -> str:
