@@ -106,7 +106,8 @@ def test_a_candidate_trained_on_other_labels_than_the_champion_must_win_on_both(
     assert alone.promote and alone.val["gain_points"] == 8.0
     d = decide_from_csv(cand, champ, LABELS, 0.05, 0.5, target="ferplus_soft", champion_target="fer2013")
     assert not d.promote and d.val["gain_points"] == 8.0
-    assert "trained on ferplus_soft, the champion on fer2013" in d.reason and "FER2013 labels val gain -8.00 pt" in d.reason
+    assert "trained on ferplus_soft, the champion on fer2013" in d.reason
+    assert "FER2013 labels val gain -8.00 pt" in d.reason
     # the reverse: a FER2013-trained candidate does not take the alias from a FER+ champion on FER2013 labels
     back = decide_from_csv({"val": _csv3(fer2013, old, fp)}, {"val": _csv3(fer2013, new, fp)}, LABELS, 0.05, 0.5,
                            target="fer2013", champion_target="ferplus_soft")
