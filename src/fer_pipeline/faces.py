@@ -11,12 +11,13 @@ Two detectors sit behind one protocol (``detect(gray) -> list[Face]``):
 
 MTCNN misses faces that touch the image border and faces smaller than its smallest window, so an
 image is padded (edge pixels repeated) and small images are upscaled before it looks; boxes and
-landmarks are mapped back to the photo's coordinates. It also misses many faces turned in the
-image plane by more than about 20-30 degrees (and blurry faces at less), so a photo where the
+landmarks are mapped back to the photo's coordinates. It also misses faces turned far in the
+image plane (the astronaut turned 50 degrees, ``tests/test_faces.py``), so a photo where the
 upright pass finds no face is searched again turned by each of ``RETRY_ANGLES`` (the first turn
-that finds faces wins). On the FER2013 round trip this raised faces found on one-face photos from
-83% to 97% (``benchmarks/README.md``); photos where the upright pass finds any face, group photos
-among them, are not searched again, so a turned face beside an upright one is still missed.
+that finds faces wins). On the FER2013 round trip this raised faces found from 80.1% to 83.8%
+(one-face photos on a background: 83% to 92%; ``benchmarks/README.md``); photos where the upright
+pass finds any face, group photos among them, are not searched again, so a turned face beside an
+upright one is still missed.
 """
 
 from __future__ import annotations

@@ -140,27 +140,27 @@ def decide_from_csv(candidate: dict[str, str], champion: dict[str, str], labels:
     only by a candidate that passes the rule on both label sets, so neither scoreboard can take the
     alias from the other: changing the kind of label the champion is judged on is a person's call."""
     column = TARGET_COLUMN[target]
+    predicted = {}   # split -> (candidate's predictions, champion's), paired on the same images
     for split in ("val", "test"):
         if split not in champion or split not in candidate:
             continue
-        same_new, _ = read_predictions_csv(candidate[split], labels)
-        same_old, _ = read_predictions_csv(champion[split], labels)
+        same_new, p_new = read_predictions_csv(candidate[split], labels)
+        same_old, p_old = read_predictions_csv(champion[split], labels)
         if len(same_new) != len(same_old) or not np.array_equal(same_new, same_old):
             return keep_champion(alpha, min_gain_points,
                                  f"the champion's {split} predictions are of other images "
                                  f"({len(same_old)} vs {len(same_new)}): no paired comparison, champion kept", column)
-    if "val" not in champion or "val" not in candidate:
+        predicted[split] = (p_new, p_old)
+    if "val" not in predicted:
         return keep_champion(alpha, min_gain_points, "the champion has no stored val predictions: champion kept",
                              column)
 
     def judged_on(col: str) -> Decision:
         comps = {}
-        for split in ("val", "test"):
-            if split in champion and split in candidate:
-                y, p_new = read_predictions_csv(candidate[split], labels, col)
-                _, p_old = read_predictions_csv(champion[split], labels)
-                has = y >= 0
-                comps[split] = compare(split, y[has], p_new[has], p_old[has])
+        for split, (p_new, p_old) in predicted.items():
+            y, _ = read_predictions_csv(candidate[split], labels, col)
+            has = y >= 0
+            comps[split] = compare(split, y[has], p_new[has], p_old[has])
         return decide(comps["val"], comps.get("test"), alpha, min_gain_points, col)
 
     decision = judged_on(column)
