@@ -191,6 +191,35 @@ def test_the_record_keeps_at_most_max_rows_dropping_the_oldest(tmp_path):
     assert rows["brightness"].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
 
 
+def _open_together_and_add(path: str, start: float, rows: int, errors) -> None:
+    while time.time() < start:   # both processes open the new file at the same moment
+        pass
+    record = FaceRecord(path, max_rows=1000)
+    face = {"label": "sad", "score": 0.5, "probabilities": dict.fromkeys(LABELS, 0.1), "box": [0, 0, 48, 48],
+            "brightness": 1.0, "contrast": 1.0}
+    for _ in range(rows):
+        record.add([face], "m")
+    errors.put(record.error)
+
+
+def test_workers_that_open_a_new_record_together_both_record(tmp_path):
+    # `fer serve --workers 2` starts its workers together; SQLite refuses a racing switch to WAL at
+    # once ("database is locked"), which once turned one worker's recording off for good.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(30):
+        path, errors = str(tmp_path / f"r{trial}.db"), ctx.Queue()
+        start = time.time() + 0.3
+        procs = [ctx.Process(target=_open_together_and_add, args=(path, start, 5, errors)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [errors.get(timeout=5) for _ in procs] == [None, None], f"trial {trial}"
+        assert len(read_window(path)) == 10
+
+
 def test_an_unusable_record_gives_one_line_and_the_service_still_answers(tmp_path, capfd):
     (tmp_path / "faces.db").write_bytes(b"this is not a database" * 100)
     record = FaceRecord(tmp_path / "faces.db", max_rows=10)

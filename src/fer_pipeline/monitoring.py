@@ -52,9 +52,29 @@ class FaceRecord:
         self.error: str | None = None
         self._lock = threading.Lock()
         self._db = None
+        deadline = time.monotonic() + self.BUSY_TIMEOUT_S
+        while True:
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self._db = self._open()
+                return
+            except sqlite3.OperationalError as exc:
+                # Workers started together race to switch a new file to WAL: SQLite answers that
+                # switch "database is locked" at once, without waiting out the busy timeout.
+                if "locked" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                self._off(exc)
+                return
+            except (sqlite3.Error, OSError) as exc:
+                self._off(exc)
+                return
+
+    BUSY_TIMEOUT_S = 10
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT_S, check_same_thread=False)
         try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("CREATE TABLE IF NOT EXISTS faces (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, "
@@ -62,9 +82,10 @@ class FaceRecord:
                        "face_width INTEGER, face_height INTEGER, brightness REAL NOT NULL, contrast REAL NOT NULL)")
             db.execute("CREATE INDEX IF NOT EXISTS faces_ts ON faces (ts)")
             db.commit()
-            self._db = db
-        except (sqlite3.Error, OSError) as exc:
-            self._off(exc)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _off(self, exc: Exception) -> None:
         self.error = f"face record {self.path} is unusable ({exc}); recording is off"
