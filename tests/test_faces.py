@@ -71,6 +71,23 @@ def test_a_face_turned_past_the_upright_pass_is_found_by_the_turned_search(mtcnn
     assert abs(eye_angle(again.landmarks)) < 3
 
 
+@pytest.mark.parametrize("mode,upright_faces", [("always", 1), ("unless_one", 2)])
+def test_a_turned_face_beside_upright_ones_is_found_by_the_turned_search_of_that_mode(mode, upright_faces):
+    astro = astronaut_gray()
+    photo = np.concatenate([astro] * upright_faces + [rotated(astro, -50)], axis=1)   # the turned one last
+    # if_none: the upright pass found faces, so no turned search
+    assert len(MtcnnFaceDetector(turned_search="if_none").detect(photo)) == upright_faces
+    faces = MtcnnFaceDetector(turned_search=mode).detect(photo)
+    assert len(faces) == upright_faces + 1             # each upright face once, not again from a turned pass
+    assert sorted(f.box[0] // 512 for f in faces) == list(range(upright_faces + 1))
+
+
+def test_the_default_does_not_search_a_photo_with_one_upright_face_turned(mtcnn):
+    astro = astronaut_gray()
+    photo = np.concatenate([astro, rotated(astro, -50)], axis=1)
+    assert mtcnn.turned_search == "unless_one" and len(mtcnn.detect(photo)) == 1   # one pass, not three
+
+
 def test_a_face_that_fills_the_whole_image_is_found(mtcnn):
     astro = astronaut_gray()
     tight = astro[75:180, 180:270]                 # forehead to chin, cheek to cheek: no margin at all
