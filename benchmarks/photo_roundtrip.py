@@ -15,9 +15,9 @@ Each face goes into one of three layouts, in turn:
   (no margin: the face fills the frame, as in a selfie or a face crop);
 - ``group``: three faces, each upscaled and rotated, side by side on one background.
 A face counts as found when a detected face's centre lies within 40% of its size from the true
-centre; a detected face near no placed face counts as a false face. Accuracy end to end counts a missed face wrong. Labels: FER2013's, and the FER+ most-voted
-label where one exists (``--labels ferplus`` to report that one first). Time per photo is given as
-a ratio to Haar's in the same run.
+centre; a detected face near no placed face counts as a false face. Accuracy end to end counts a
+missed face wrong. Labels: FER2013's, and (a column of its own) the FER+ most-voted label where
+one exists. Time per photo is given as a ratio to Haar's in the same run.
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args()
 
+    from tqdm import tqdm
+
     from fer_pipeline.faces import make_detector
     from fer_pipeline.labels import LABELS
     from fer_pipeline.metrics import wilson_interval
@@ -109,7 +111,6 @@ def main() -> None:
     from fer_pipeline.predictor import load_predictor
     from fer_pipeline.promotion import mcnemar_exact_p
     from fer_pipeline.targets import most_voted
-    from tqdm import tqdm
 
     z = np.load(a.data)
     x, y = z["x"][..., 0], z["y"]
@@ -166,7 +167,8 @@ def main() -> None:
         lo, hi = wilson_interval(int(right.sum()), len(idx))
         b = int((right & (direct != y[idx])).sum())
         c = int((~right & (direct == y[idx])).sum())
-        r = {"found": round(float(found.mean()), 4), "false_faces": false_faces, "accuracy": round(float(right.mean()), 4),
+        r = {"found": round(float(found.mean()), 4), "false_faces": false_faces,
+             "accuracy": round(float(right.mean()), 4),
              "accuracy_ci95": [round(lo, 4), round(hi, 4)],
              "accuracy_on_found": round(float(right[found].mean()), 4) if found.any() else None,
              "gap_points": round(100 * (float(right.mean()) - results["direct_accuracy"]), 2),
