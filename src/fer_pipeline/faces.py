@@ -32,7 +32,7 @@ import numpy as np
 from .errors import FerError
 
 DETECT_MAX_SIDE = 1024   # large photos are searched at this size; boxes are mapped back
-RETRY_ANGLES = (20.0, -20.0)   # degrees (counter-clockwise) tried when the upright pass finds no face
+RETRY_ANGLES = (20.0, -20.0)   # degrees (counter-clockwise) of the turned search (TURNED_SEARCH)
 # When MTCNN searches a photo turned by RETRY_ANGLES: if_none (the upright pass found no face; the
 # first turn that finds faces wins), unless_one (the default: also when it found several, each
 # turn's new faces added), always (every photo, new faces added). The round trip

@@ -47,6 +47,8 @@ def crop_stats(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class FaceRecord:
     """The append-only sqlite record (module docstring)."""
 
+    BUSY_TIMEOUT_S = 10   # how long a worker waits for another's write (or its switch to WAL)
+
     def __init__(self, path: str | Path, max_rows: int):
         self.path, self.max_rows = str(path), int(max_rows)
         self.error: str | None = None
@@ -69,8 +71,6 @@ class FaceRecord:
             except (sqlite3.Error, OSError) as exc:
                 self._off(exc)
                 return
-
-    BUSY_TIMEOUT_S = 10
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT_S, check_same_thread=False)
