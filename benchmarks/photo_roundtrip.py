@@ -104,7 +104,7 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    from fer_pipeline.faces import make_detector
+    from fer_pipeline.faces import DETECTORS, make_detector
     from fer_pipeline.labels import LABELS
     from fer_pipeline.metrics import wilson_interval
     from fer_pipeline.predict import analyse
@@ -139,11 +139,10 @@ def main() -> None:
     for name in a.detectors:
         kind, _, threshold = name.partition("@")
         base, _, variant = kind.partition("-")
-        detector = make_detector(base)
-        if variant == "upright":  # mtcnn-upright: without the turned search (faces.RETRY_ANGLES)
-            detector.retry_angles = ()
-        elif variant:  # mtcnn-always, mtcnn-unless_one: faces.TURNED_SEARCH
-            detector.turned_search = variant
+        # mtcnn-upright: without the turned search (faces.RETRY_ANGLES); mtcnn-always etc.: that
+        # faces.TURNED_SEARCH (the detector refuses a mode it does not know)
+        options = {"retry_angles": ()} if variant == "upright" else {"turned_search": variant} if variant else {}
+        detector = DETECTORS[base](**options) if options else make_detector(base)
         if threshold:  # mtcnn@0.7: another confidence threshold
             detector.min_confidence = float(threshold)
         analyse([("warm-up", photos[0][0])], predictor, detector)  # load and trace once, untimed
@@ -153,11 +152,12 @@ def main() -> None:
         t0 = time.perf_counter()
         for photo, truth, members, layout in tqdm(photos, desc=name, unit="photo", mininterval=2):
             (res,) = analyse([("p", photo)], predictor, detector)
-            false_faces += sum(all(np.hypot(f["box"][0] + f["box"][2] / 2 - cx, f["box"][1] + f["box"][3] / 2 - cy)
-                                   >= 0.4 * side for cx, cy, side in truth) for f in res.faces)
-            for (cx, cy, side), i in zip(truth, members):
-                near = [f for f in res.faces if np.hypot(f["box"][0] + f["box"][2] / 2 - cx,
-                                                         f["box"][1] + f["box"][3] / 2 - cy) < 0.4 * side]
+            # is_near[j, t]: detected face j's centre within 40% of placed face t's side from its centre
+            is_near = np.array([[np.hypot(f["box"][0] + f["box"][2] / 2 - cx, f["box"][1] + f["box"][3] / 2 - cy)
+                                 < 0.4 * side for cx, cy, side in truth] for f in res.faces]).reshape(-1, len(truth))
+            false_faces += int((~is_near.any(axis=1)).sum())
+            for t, i in enumerate(members):
+                near = [f for f, hit in zip(res.faces, is_near[:, t]) if hit]
                 if near:
                     pred[i] = LABELS.index(near[0]["label"])
                 by_layout.setdefault(layout, []).append(i)

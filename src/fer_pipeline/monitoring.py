@@ -60,15 +60,13 @@ class FaceRecord:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 self._db = self._open()
                 return
-            except sqlite3.OperationalError as exc:
+            except (sqlite3.Error, OSError) as exc:
                 # Workers started together race to switch a new file to WAL: SQLite answers that
                 # switch "database is locked" at once, without waiting out the busy timeout.
-                if "locked" in str(exc) and time.monotonic() < deadline:
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc) \
+                        and time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
-                self._off(exc)
-                return
-            except (sqlite3.Error, OSError) as exc:
                 self._off(exc)
                 return
 
