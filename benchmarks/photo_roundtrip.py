@@ -92,6 +92,27 @@ def make_photo(rng, faces: list[np.ndarray], layout: str) -> tuple[np.ndarray, l
     return photo, truth
 
 
+def make_photos(rng, faces: np.ndarray) -> list[tuple[np.ndarray, list[tuple[float, float, float]], list[int], str]]:
+    """Every face of ``faces`` placed in a photo, the layouts in turn: (photo, truth, the indices of
+    its faces in ``faces``, layout)."""
+    layouts = ["scene", "fills", "group"]
+    photos, k = [], 0
+    while k < len(faces):
+        layout = layouts[len(photos) % 3]
+        n = 3 if layout == "group" else 1
+        members = list(range(k, min(k + n, len(faces))))
+        photo, truth = make_photo(rng, [faces[i] for i in members], layout if len(members) == n else "scene")
+        photos.append((photo, truth, members, layout))
+        k += len(members)
+    return photos
+
+
+def near_placed(centres: list[tuple[float, float]], truth: list[tuple[float, float, float]]) -> np.ndarray:
+    """[j, t]: whether detected face j's centre lies within 40% of placed face t's side from its centre."""
+    return np.array([[np.hypot(x - cx, y - cy) < 0.4 * side for cx, cy, side in truth]
+                     for x, y in centres], dtype=bool).reshape(-1, len(truth))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="models/model.keras")
@@ -120,16 +141,7 @@ def main() -> None:
     predictor = load_predictor(a.model)
     direct = predictor(x[idx][..., None]).argmax(1)
 
-    # the photos, the same for every detector
-    layouts = ["scene", "fills", "group"]
-    photos, k = [], 0
-    while k < len(idx):
-        layout = layouts[len(photos) % 3]
-        n = 3 if layout == "group" else 1
-        members = list(range(k, min(k + n, len(idx))))
-        photo, truth = make_photo(rng, [x[idx[i]] for i in members], layout if len(members) == n else "scene")
-        photos.append((photo, truth, members, layout))
-        k += len(members)
+    photos = make_photos(rng, x[idx])   # the same for every detector
 
     results = {"faces": len(idx), "photos": len(photos), "model": a.model,
                "direct_accuracy": round(float((direct == y[idx]).mean()), 4), "detectors": {}}
@@ -152,9 +164,8 @@ def main() -> None:
         t0 = time.perf_counter()
         for photo, truth, members, layout in tqdm(photos, desc=name, unit="photo", mininterval=2):
             (res,) = analyse([("p", photo)], predictor, detector)
-            # is_near[j, t]: detected face j's centre within 40% of placed face t's side from its centre
-            is_near = np.array([[np.hypot(f["box"][0] + f["box"][2] / 2 - cx, f["box"][1] + f["box"][3] / 2 - cy)
-                                 < 0.4 * side for cx, cy, side in truth] for f in res.faces]).reshape(-1, len(truth))
+            is_near = near_placed([(f["box"][0] + f["box"][2] / 2, f["box"][1] + f["box"][3] / 2) for f in res.faces],
+                                  truth)
             false_faces += int((~is_near.any(axis=1)).sum())
             for t, i in enumerate(members):
                 near = [f for f, hit in zip(res.faces, is_near[:, t]) if hit]

@@ -61,3 +61,18 @@ def test_the_inference_benchmark_times_every_stage_for_both_detectors(tmp_path):
     assert lines["haar"][6] == "1.00", r.stdout     # decode detect crop classify total, x Haar
     assert len(lines["mtcnn"]) >= 7 and all(float(v) >= 0 for v in lines["mtcnn"][1:6]), r.stdout
     assert "keras: batched inference" in r.stdout and "tflite:" in r.stdout
+
+
+def test_the_detector_probe_runs_with_mtcnn_alone(tmp_path):
+    # BlazeFace's package is not a dependency (benchmarks/blazeface_probe.py says why), so CI runs the
+    # probe's own path, photos, matching and table, with MTCNN only.
+    import numpy as np
+
+    from conftest import synthetic_face
+
+    np.savez(tmp_path / "test.npz", x=np.stack([synthetic_face(i) for i in range(5)])[..., None])
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/blazeface_probe.py"), "--data",
+                        str(tmp_path / "test.npz"), "--faces", "5", "--models"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "5 PrivateTest faces in 3 photos" in r.stdout and "| mtcnn |" in r.stdout, r.stdout
