@@ -14,6 +14,7 @@ with ``models.training_flops_at`` and the training images in ``reports/preproces
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -204,9 +205,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def overrides_between(base: dict, exp: dict) -> list[str]:
-    """``-S key=value`` for every param the experiment changed against its baseline."""
+    """``-S key=value`` for every param the experiment changed against its baseline, quoted for a
+    shell where it needs it (a list's brackets)."""
     a, b = _flat(base), _flat(exp)
-    return [f"-S {k}={json.dumps(v, separators=(',', ':')) if isinstance(v, list) else v}"
+    return ["-S " + shlex.quote(f"{k}={json.dumps(v, separators=(',', ':')) if isinstance(v, list) else v}")
             for k, v in b.items() if a.get(k) != v]
 
 
