@@ -1,12 +1,14 @@
 """`fer experiments record`: a DVC experiment's row from its committed params and reports, in a real
-git repository with the experiment's ref where `dvc exp run` puts it."""
+git repository with the experiment's ref where `dvc exp run` puts it; and the compute plot of the record."""
 
 import json
 import subprocess
 
 import yaml
 
-from fer_pipeline.experiments import RECORD, record
+from fer_pipeline.experiments import RECORD, load_rows, plot, record, train_images, with_compute
+
+from conftest import REPO
 
 
 def git(repo, *args):
@@ -53,3 +55,12 @@ def test_record_writes_the_row_of_an_experiment_with_a_command_a_shell_reruns(tm
     assert (row["val"], row["val_fer2013"], row["ferplus_test"], row["test"]) == (85.12, 60.0, 84.8, 59.0)
     assert row["commit"] == sha[:7] and row["minutes"] == 50.0 and row["machine"] == "test machine; 250 images/s"
     assert yaml.safe_load((tmp_path / RECORD).read_text()) == [row]
+
+
+def test_the_compute_plot_draws_every_recorded_run(tmp_path):
+    import cv2
+
+    rows, budget = with_compute(load_rows(REPO), train_images(REPO))
+    plot(rows, budget, tmp_path / "plot.png")
+    image = cv2.imread(str(tmp_path / "plot.png"))
+    assert image is not None and image.shape[1] > image.shape[0] > 300

@@ -111,7 +111,8 @@ def plot(rows: list[dict], budget: float, out: Path) -> None:
 
     from .plots import publish
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [3, 2]},
+                                 layout="constrained")   # room for the run names between the panels
     fer = [r for r in rows if r.get("labels", "fer2013") == "fer2013"]
     points: dict[tuple, list[str]] = {}  # runs with the same compute and val share one label
     for r in fer:
@@ -135,24 +136,25 @@ def plot(rows: list[dict], budget: float, out: Path) -> None:
     ax.scatter([], [], color="tab:orange", marker="s", label="test (reported)")
     ax.set_title("trained and scored on FER2013's labels", fontsize=10)
     ax.set_xlim(0, 1.6 * budget)
+    # one row per run (names read across, however many runs), newest at the bottom
     scored = [r for r in rows if r.get("ferplus_test") is not None]
     for k, r in enumerate(scored):
-        trained_fp = r.get("labels", "fer2013") != "fer2013"
-        if trained_fp:
-            bx.scatter(k, r["val"], color="tab:green")
-        bx.scatter(k, r["ferplus_test"], color="tab:purple", marker="s")
-        bx.annotate(f"{r['ferplus_test']:.1f}", (k, r["ferplus_test"]), textcoords="offset points", xytext=(8, -3),
-                    fontsize=8)
-    bx.set_xticks(range(len(scored)), [f"{r['name']}\n({r.get('labels', 'fer2013')})" for r in scored], fontsize=8)
-    bx.set_xlim(-0.7, max(len(scored), 2) - 0.3)
-    bx.scatter([], [], color="tab:green", label="val, FER+ labels (decides)")
-    bx.scatter([], [], color="tab:purple", marker="s", label="test, FER+ labels (reported)")
+        if r.get("labels", "fer2013") != "fer2013":
+            bx.scatter(r["val"], k, color="tab:green")
+        bx.scatter(r["ferplus_test"], k, color="tab:purple", marker="s")
+        bx.annotate(f"{r['ferplus_test']:.1f}", (r["ferplus_test"], k), textcoords="offset points", xytext=(0, 5),
+                    ha="center", fontsize=7)
+    bx.set_yticks(range(len(scored)), [f"{r['name']} ({r.get('labels', 'fer2013')})" for r in scored], fontsize=8)
+    bx.set_ylim(max(len(scored), 2) - 0.4, -0.6)
+    bx.set_xlabel("accuracy against the FER+ most-voted label, %")
+    bx.scatter([], [], color="tab:green", label="val (decides)")
+    bx.scatter([], [], color="tab:purple", marker="s", label="test (reported)")
     bx.set_title("the FER+ scoreboard (most-voted label)", fontsize=10)
+    ax.axvline(budget, color="gray", ls=":", label="budget (today's default)")
+    ax.set_ylabel("accuracy, %")
     for a in (ax, bx):
-        a.axvline(budget, color="gray", ls=":", label="budget (today's default)") if a is ax else None
         a.grid(alpha=0.3)
-        a.set_ylabel("accuracy, %")
-        a.legend(fontsize=8, loc="lower right" if a is bx else "upper left")
+        a.legend(fontsize=8, loc="upper left" if a is ax else "lower left")
     ax.set_xlabel("training compute, TFLOP (FLOPs/image x images x epochs)")
     fig.suptitle("Experiments: accuracy against training compute, on both scoreboards")
     publish(fig, str(out))  # no MLflow run is active here: only the file
