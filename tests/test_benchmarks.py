@@ -72,7 +72,8 @@ def test_the_detector_probe_runs_with_mtcnn_alone(tmp_path):
 
     np.savez(tmp_path / "test.npz", x=np.stack([synthetic_face(i) for i in range(5)])[..., None])
     r = subprocess.run([sys.executable, str(REPO / "benchmarks/blazeface_probe.py"), "--data",
-                        str(tmp_path / "test.npz"), "--faces", "5", "--models"],
-                       capture_output=True, text=True, timeout=600)
+                        str(tmp_path / "test.npz"), "--faces", "5", "--missed", str(tmp_path / "missed.png"),
+                        "--models"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "5 PrivateTest faces in 3 photos" in r.stdout and "| mtcnn |" in r.stdout, r.stdout
+    assert (tmp_path / "missed.png").stat().st_size > 0 and "found by no detector" in r.stdout

@@ -57,7 +57,7 @@ def test_record_writes_the_row_of_an_experiment_with_a_command_a_shell_reruns(tm
     assert yaml.safe_load((tmp_path / RECORD).read_text()) == [row]
 
 
-def test_the_compute_plot_draws_every_recorded_run(tmp_path):
+def test_the_compute_plot_of_the_record_is_written(tmp_path):
     import cv2
 
     rows, budget = with_compute(load_rows(REPO), train_images(REPO))
