@@ -154,6 +154,34 @@ def test_ema_weights_are_what_the_model_keeps_and_crops_shrink_the_flops(process
     assert crop.model.predict(tr[0][:3].astype("float32"), verbose=0).shape == (3, 7)  # whole 48x48 faces
 
 
+def test_early_stopping_waits_for_the_weight_average_to_settle():
+    # An EMA run's first epochs score one class on val (the average is still mostly the untrained
+    # model): with patience 2 those flat epochs must not stop it. Keras's own EarlyStopping, fed
+    # the epochs a run of 440 steps with EMA 0.999 sees; without EMA the same patience stops.
+    import keras
+
+    from fer_pipeline.training import callbacks, ema_settling_epochs
+
+    assert ema_settling_epochs(0.999, 440) == 6 and ema_settling_epochs(0.0, 440) == 0
+    flat_then_learning = [0.18] * 5 + [0.55, 0.6, 0.62, 0.63, 0.64]
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.stop_training = False
+    stopped = {}
+    for ema in (0.999, 0.0):
+        _, best, _ = callbacks(patience=2, epochs=10, ema=ema, steps=440, mlflow_logging=False, quiet=True)
+        best.set_model(model)
+        best.on_train_begin()
+        for epoch, acc in enumerate(flat_then_learning):
+            best.on_epoch_end(epoch, {"val_accuracy": acc})
+            if model.stop_training:
+                break
+        stopped[ema], model.stop_training = best.stopped_epoch, False
+    assert stopped == {0.999: 0, 0.0: 2}
+    # never later than the last epoch: a short EMA run still keeps its best epoch
+    _, best, _ = callbacks(patience=0, epochs=3, ema=0.999, steps=440, mlflow_logging=False, quiet=True)
+    assert best.start_from_epoch == 2
+
+
 def test_mirrored_strategy_trains_like_no_strategy():
     # A learnable task (the class sets the brightness): under MirroredStrategy the model's variables
     # are mirrored (the strategy is really in use) and it learns as a run without a strategy does.

@@ -121,15 +121,27 @@ class EpochLog(keras.callbacks.Callback):
               f"lr {logs['learning_rate']:.2e}  {logs['epoch_seconds']:.0f}s", flush=True)
 
 
-def callbacks(patience: int, epochs: int, ema: bool, mlflow_logging: bool, quiet: bool = False):
+def ema_settling_epochs(momentum: float, steps: int) -> int:
+    """Epochs until the first steps' weights count for under a tenth of Keras's weight average
+    (``momentum ** (epochs * steps) < 0.1``); 0 without EMA. Until then the average is mostly an
+    untrained model (an EMA run scores about one class on val for its first 3-5 epochs:
+    docs/known-issues.md), so early stopping does not watch those epochs."""
+    if not momentum:
+        return 0
+    return math.ceil(math.log(0.1) / math.log(momentum) / steps)
+
+
+def callbacks(patience: int, epochs: int, ema: float, steps: int, mlflow_logging: bool, quiet: bool = False):
     """``(callbacks, best, log)``. ``best`` is Keras's ``EarlyStopping`` on val accuracy with
     ``restore_best_weights``, which restores the best epoch's weights at the end whether or not it
-    stopped early (``patience`` 0 = never stop). Per-epoch metrics go to MLflow through
-    ``mlflow.keras.MlflowCallback`` (step = epoch index, from 0). ``quiet``: no epoch lines (the
-    processes of a multi-process run other than the first)."""
+    stopped early (``patience`` 0 = never stop); with EMA (``ema`` = its momentum) it starts
+    watching after ``ema_settling_epochs`` (never later than the last epoch). Per-epoch metrics go
+    to MLflow through ``mlflow.keras.MlflowCallback`` (step = epoch index, from 0). ``quiet``: no
+    epoch lines (the processes of a multi-process run other than the first)."""
     log = EpochLog(epochs, quiet)
     best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", restore_best_weights=True,
-                                         patience=patience or epochs)
+                                         patience=patience or epochs,
+                                         start_from_epoch=min(ema_settling_epochs(ema, steps), epochs - 1))
     # With EMA, validation and the best-epoch snapshot see the averaged weights: SwapEMAWeights puts
     # them in the model at each epoch's end, before EarlyStopping reads them (order matters).
     cbs = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
@@ -190,7 +202,7 @@ def train(train_xy: tuple[np.ndarray, np.ndarray], val_xy: tuple[np.ndarray, np.
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg["label_smoothing"])),
             # XLA off on TensorFlow (slower to compile than to run here); on JAX the step must be jitted
             metrics=["accuracy"], jit_compile=keras.backend.backend() != "tensorflow")
-    cbs, best, log = callbacks(int(cfg["patience"]), epochs, bool(cfg["ema"]), mlflow_logging,
+    cbs, best, log = callbacks(int(cfg["patience"]), epochs, float(cfg["ema"]), steps, mlflow_logging,
                                quiet=not placement.chief)
     if placement.chief:
         print(f"training {name} ({model.count_params():,} params) on {len(x):,} images, "
