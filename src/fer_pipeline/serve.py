@@ -14,7 +14,7 @@ keeps detection and the model to one request at a time (OpenCV's cascade is not 
 across threads); waiting requests hold a pool thread, not the loop. Limits, checked before any
 decoding: bytes per photo (413), pixels per photo from the image header (413), photos per request
 (413), faces per photo (the largest are kept; the rest are counted). The plain model (48x48 faces
-in, 7 probabilities out) is served by ``mlflow models serve`` instead (see README).
+in, 7 probabilities out) is served by ``mlflow models serve`` instead (docs/serving.md).
 
 Each classified face is appended to the face record (``monitoring.FaceRecord``: emotion,
 probabilities, size, brightness, contrast; never the image) that ``fer monitor`` checks for drift.

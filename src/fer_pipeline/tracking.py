@@ -168,7 +168,7 @@ def read_run_info(path: str | os.PathLike) -> dict:
 
 
 def log_model(model, name: str = "model") -> str:
-    """Log a Keras model with an explicit signature (no input example: see README, Known issues)."""
+    """Log a Keras model with an explicit signature (no input example: see docs/known-issues.md)."""
     import mlflow
     import numpy as np
     from mlflow.models import ModelSignature
