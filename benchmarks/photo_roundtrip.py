@@ -5,6 +5,8 @@ same faces given directly. What the photo path loses is the gap.
     python benchmarks/photo_roundtrip.py [--model models/model.keras] [--faces 900] [--detectors haar mtcnn]
 
 ``mtcnn@0.7`` names MTCNN with its confidence threshold at 0.7 instead of the default 0.9;
+``mtcnn/0.6,0.7`` names MTCNN with those PNet and RNet proposal thresholds (the package's own
+defaults) instead of ``faces.MTCNN_STAGE_THRESHOLDS``;
 ``mtcnn-upright`` names MTCNN without the turned search of photos where it finds no face;
 ``mtcnn-always`` and ``mtcnn-unless_one`` name MTCNN with that ``faces.TURNED_SEARCH``.
 
@@ -150,10 +152,13 @@ def main() -> None:
         if has_fp.any() else None
     for name in a.detectors:
         kind, _, threshold = name.partition("@")
+        kind, _, stages = kind.partition("/")
         base, _, variant = kind.partition("-")
         # mtcnn-upright: without the turned search (faces.RETRY_ANGLES); mtcnn-always etc.: that
         # faces.TURNED_SEARCH (the detector refuses a mode it does not know)
         options = {"retry_angles": ()} if variant == "upright" else {"turned_search": variant} if variant else {}
+        if stages:   # mtcnn/0.6,0.7: other PNet, RNet proposal thresholds
+            options["stage_thresholds"] = tuple(float(v) for v in stages.split(","))
         detector = DETECTORS[base](**options) if options else make_detector(base)
         if threshold:  # mtcnn@0.7: another confidence threshold
             detector.min_confidence = float(threshold)

@@ -99,6 +99,17 @@ def test_a_face_that_fills_the_whole_image_is_found(mtcnn):
         assert w > 0.6 * img.shape[1]               # it is the whole image, not a part of it
 
 
+def test_a_faint_face_that_mtcnn_s_own_stage_thresholds_never_propose_is_found(mtcnn):
+    # the astronaut at a sixth of its contrast (a dim, hazy photo): MTCNN with its package's PNet
+    # and RNet thresholds (0.6, 0.7) proposes nothing; ours (faces.MTCNN_STAGE_THRESHOLDS) do, and
+    # the last stage still scores the face above min_confidence
+    faint = np.clip(127 + (astronaut_gray().astype(float) - 127) * 0.16, 0, 255).astype(np.uint8)
+    assert MtcnnFaceDetector(retry_angles=(), stage_thresholds=(0.6, 0.7)).detect(faint) == []
+    (face,) = mtcnn.detect(faint)
+    x, y, w, h = face.box
+    assert abs(x + w / 2 - 224) < 15 and abs(y + h / 2 - 118) < 20 and face.score >= mtcnn.min_confidence
+
+
 @pytest.mark.parametrize("detector", ["haar", "mtcnn"])
 def test_a_photo_without_a_face_gives_no_face_and_no_error(detector, mtcnn):
     from skimage import data

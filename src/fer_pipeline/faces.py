@@ -17,7 +17,8 @@ upright pass finds no face, or several, is searched again turned by each of ``RE
 (``TURNED_SEARCH``). On the FER2013 round trip this raised faces found from 80.1% to 88.2%
 (one-face photos on a background: 83% to 92%; group photos 84% to 91%; ``benchmarks/README.md``).
 A photo with exactly one upright face is not searched again: a turned face beside a single
-upright one is still missed.
+upright one is still missed. MTCNN's first two stages propose candidates at lower scores than the
+package's defaults (``MTCNN_STAGE_THRESHOLDS``): 91.0% found, for more false faces.
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ RETRY_ANGLES = (20.0, -20.0)   # degrees (counter-clockwise) of the turned searc
 # 84% / 91% / 94%), 1.0x / 1.7x / 2.7x the time per photo; unless_one costs a photo with one
 # upright face nothing.
 TURNED_SEARCH = ("if_none", "unless_one", "always")
+# MTCNN's first two stages propose candidates above these scores (the package's defaults: PNet 0.6,
+# RNet 0.7); the last stage's score must still reach min_confidence (0.9), so lower proposal
+# thresholds let faces reach the last stage that MTCNN never proposed. The round trip with the
+# turned search (`python benchmarks/photo_roundtrip.py --faces 900 --detectors haar mtcnn`, machine
+# I, 2026-11-30, beside a training; 540 photos): faces found 88.2% at (0.6, 0.7), 91.0% at
+# (0.4, 0.5), 91.7% at (0.3, 0.4); false faces 7 / 17 / 31; end to end 58.6% / 59.7% / 60.1%;
+# time per photo 7.1x Haar's at (0.4, 0.5) beside a training, 6.2x at (0.6, 0.7) quiet. The
+# upright pass alone on 450 other faces
+# (`--faces 450 --detectors mtcnn-upright/0.6,0.7 mtcnn-upright/0.4,0.5 mtcnn-upright/0.3,0.4`):
+# 79.6% / 83.8% / 85.3%, false faces 3 / 3 / 5. (Lowering min_confidence instead finds few more:
+# 81.1% at 0.7 and at 0.5.) (0.4, 0.5) takes most of the gain for half the extra false faces.
+MTCNN_STAGE_THRESHOLDS = (0.4, 0.5)   # PNet, RNet
 SIZE = 48
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # image left / right
 
@@ -116,12 +129,14 @@ class HaarFaceDetector:
 class MtcnnFaceDetector:
     """MTCNN (the ``mtcnn`` package) with five landmarks per face. ``pad``: border added on each
     side as a fraction of the longer side (a face that fills the frame then has room around it);
-    images whose longer side is under ``min_side`` are upscaled to it first."""
+    images whose longer side is under ``min_side`` are upscaled to it first. ``stage_thresholds``:
+    the scores MTCNN's first two stages (PNet, RNet) need to propose a candidate."""
 
     name = "mtcnn"
 
     def __init__(self, min_confidence: float = 0.9, pad: float = 0.25, min_side: int = 192,
-                 retry_angles: tuple[float, ...] = RETRY_ANGLES, turned_search: str = "unless_one"):
+                 retry_angles: tuple[float, ...] = RETRY_ANGLES, turned_search: str = "unless_one",
+                 stage_thresholds: tuple[float, float] = MTCNN_STAGE_THRESHOLDS):
         import logging
 
         logging.getLogger("mtcnn").setLevel(logging.ERROR)
@@ -132,6 +147,7 @@ class MtcnnFaceDetector:
         if turned_search not in TURNED_SEARCH:
             raise FerError(f"unknown turned search {turned_search!r}; allowed: {', '.join(TURNED_SEARCH)}")
         self.retry_angles, self.turned_search = tuple(retry_angles), turned_search
+        self.stage_thresholds = tuple(stage_thresholds)
 
     def detect(self, gray: np.ndarray) -> list[Face]:
         faces = self._detect_upright(gray)
@@ -182,7 +198,9 @@ class MtcnnFaceDetector:
                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR) if scale != 1 else gray
         p = int(round(self.pad * max(work.shape)))
         work = cv2.copyMakeBorder(work, p, p, p, p, cv2.BORDER_REPLICATE)
-        found = self.model.detect_faces(np.repeat(work[..., None], 3, axis=-1))
+        pnet, rnet = self.stage_thresholds
+        found = self.model.detect_faces(np.repeat(work[..., None], 3, axis=-1),
+                                        threshold_pnet=pnet, threshold_rnet=rnet)
         faces = []
         for d in found:
             if float(d["confidence"]) < self.min_confidence:
