@@ -45,12 +45,12 @@ TURNED_SEARCH = ("if_none", "unless_one", "always")
 # MTCNN's first two stages propose candidates above these scores (the package's defaults: PNet 0.6,
 # RNet 0.7); the last stage's score must still reach min_confidence (0.9), so lower proposal
 # thresholds let faces reach the last stage that MTCNN never proposed. The round trip with the
-# turned search (`python benchmarks/photo_roundtrip.py --faces 900 --detectors haar mtcnn`, machine
-# I, 2026-11-30, beside a training; 540 photos): faces found 88.2% at (0.6, 0.7), 91.0% at
+# turned search (`python benchmarks/photo_roundtrip.py --faces 900 --detectors haar mtcnn/0.6,0.7
+# mtcnn mtcnn/0.3,0.4`, machine I, 2026-11-30; 540 photos): faces found 88.2% at (0.6, 0.7), 91.0% at
 # (0.4, 0.5), 91.7% at (0.3, 0.4); false faces 7 / 17 / 31; end to end 58.6% / 59.7% / 60.1%;
 # time per photo 7.1x Haar's at (0.4, 0.5) beside a training, 6.2x at (0.6, 0.7) quiet. The
 # upright pass alone on 450 other faces
-# (`--faces 450 --detectors mtcnn-upright/0.6,0.7 mtcnn-upright/0.4,0.5 mtcnn-upright/0.3,0.4`):
+# (`--faces 450 --detectors mtcnn-upright/0.6,0.7 mtcnn-upright mtcnn-upright/0.3,0.4`):
 # 79.6% / 83.8% / 85.3%, false faces 3 / 3 / 5. (Lowering min_confidence instead finds few more:
 # 81.1% at 0.7 and at 0.5.) (0.4, 0.5) takes most of the gain for half the extra false faces.
 MTCNN_STAGE_THRESHOLDS = (0.4, 0.5)   # PNet, RNet
