@@ -7,8 +7,10 @@ same faces given directly. What the photo path loses is the gap.
 ``mtcnn@0.7`` names MTCNN with its confidence threshold at 0.7 instead of the default 0.9;
 ``mtcnn/0.6,0.7`` names MTCNN with those PNet and RNet proposal thresholds (the package's own
 defaults) instead of ``faces.MTCNN_STAGE_THRESHOLDS``;
-``mtcnn-upright`` names MTCNN without the turned search of photos where it finds no face;
-``mtcnn-always`` and ``mtcnn-unless_one`` name MTCNN with that ``faces.TURNED_SEARCH``.
+``mtcnn-upright`` names MTCNN that never searches a photo again (no turns, no views);
+``mtcnn-always`` and ``mtcnn-unless_one`` name MTCNN with that ``faces.TURNED_SEARCH``;
+``mtcnn:mirrored`` names MTCNN searching again only that view of ``faces.RETRY_VIEWS``
+(``mtcnn:`` none: the turns alone).
 
 Each face goes into one of three layouts, in turn:
 - ``scene``: upscaled 3-8x, rotated up to +-20 degrees, on a background (texture, gradient or
@@ -152,11 +154,15 @@ def main() -> None:
         if has_fp.any() else None
     for name in a.detectors:
         kind, _, threshold = name.partition("@")
+        kind, colon, views = kind.partition(":")
         kind, _, stages = kind.partition("/")
         base, _, variant = kind.partition("-")
-        # mtcnn-upright: without the turned search (faces.RETRY_ANGLES); mtcnn-always etc.: that
+        # mtcnn-upright: without the turns and views (faces.RETRY_ANGLES, RETRY_VIEWS); mtcnn-always etc.: that
         # faces.TURNED_SEARCH (the detector refuses a mode it does not know)
-        options = {"retry_angles": ()} if variant == "upright" else {"turned_search": variant} if variant else {}
+        options = {"retry_angles": (), "retry_views": ()} if variant == "upright" \
+            else {"turned_search": variant} if variant else {}
+        if colon:    # mtcnn:mirrored: these faces.RETRY_VIEWS only; mtcnn: none
+            options["retry_views"] = tuple(v for v in views.split(",") if v)
         if stages:   # mtcnn/0.6,0.7: other PNet, RNet proposal thresholds
             options["stage_thresholds"] = tuple(float(v) for v in stages.split(","))
         detector = DETECTORS[base](**options) if options else make_detector(base)

@@ -9,6 +9,7 @@ import pytest
 
 from fer_pipeline.errors import FerError
 from fer_pipeline.faces import (
+    LANDMARKS,
     TEMPLATE,
     HaarFaceDetector,
     MtcnnFaceDetector,
@@ -59,7 +60,7 @@ def test_a_rotated_face_comes_back_upright(mtcnn, angle):
 def test_a_face_turned_past_the_upright_pass_is_found_by_the_turned_search(mtcnn):
     angle = -50
     photo = rotated(astronaut_gray(), angle)
-    assert MtcnnFaceDetector(retry_angles=()).detect(photo) == []      # the upright pass alone misses it
+    assert MtcnnFaceDetector(retry_angles=(), retry_views=()).detect(photo) == []   # the upright pass alone misses it
     (face,) = mtcnn.detect(photo)
     m = cv2.getRotationMatrix2D((256, 256), angle, 1.0)                  # where the astronaut's face went
     cx, cy = m @ np.array([224.0, 118.0, 1.0])
@@ -104,10 +105,36 @@ def test_a_faint_face_that_mtcnn_s_own_stage_thresholds_never_propose_is_found(m
     # and RNet thresholds (0.6, 0.7) proposes nothing; ours (faces.MTCNN_STAGE_THRESHOLDS) do, and
     # the last stage still scores the face above min_confidence
     faint = np.clip(127 + (astronaut_gray().astype(float) - 127) * 0.16, 0, 255).astype(np.uint8)
-    assert MtcnnFaceDetector(retry_angles=(), stage_thresholds=(0.6, 0.7)).detect(faint) == []
+    assert MtcnnFaceDetector(retry_angles=(), retry_views=(), stage_thresholds=(0.6, 0.7)).detect(faint) == []
     (face,) = mtcnn.detect(faint)
     x, y, w, h = face.box
     assert abs(x + w / 2 - 224) < 15 and abs(y + h / 2 - 118) < 20 and face.score >= mtcnn.min_confidence
+
+
+def test_a_dim_underexposed_face_is_found_by_the_equalized_view():
+    # the astronaut at 7% of its contrast around dark grey: no upright pass, turn or mirror (the
+    # default) finds it; the equalized view, asked for, does, and the face is where the photo has it
+    dim = np.clip(40 + (astronaut_gray().astype(float) - 127) * 0.07, 0, 255).astype(np.uint8)
+    assert MtcnnFaceDetector().detect(dim) == []
+    (face,) = MtcnnFaceDetector(retry_views=("mirrored", "equalized")).detect(dim)
+    x, y, w, h = face.box
+    assert abs(x + w / 2 - 224) < 15 and abs(y + h / 2 - 118) < 20
+
+
+def test_the_mirrored_view_gives_faces_in_the_photo_s_own_frame(mtcnn):
+    # the astronaut's face sits left of the middle, so a box or landmark not mirrored back lands
+    # on the other side; the image's left eye must stay the image's left eye
+    assert mtcnn.retry_views == ("mirrored",)      # the default searches the mirror again
+    photo = astronaut_gray()
+    (upright,) = mtcnn._detect_upright(photo)
+    (mirrored,) = mtcnn._detect_view(photo, "mirrored")
+    assert np.allclose(mirrored.box[:2], upright.box[:2], atol=8), (mirrored.box, upright.box)
+    for k in LANDMARKS:
+        assert np.hypot(*np.subtract(mirrored.landmarks[k], upright.landmarks[k])) < 5, k
+    assert abs(eye_angle(mirrored.landmarks)) < 10
+
+    with pytest.raises(FerError, match="unknown retry view 'sideways'; allowed: mirrored, equalized"):
+        MtcnnFaceDetector(retry_views=("mirrored", "sideways"))
 
 
 @pytest.mark.parametrize("detector", ["haar", "mtcnn"])
