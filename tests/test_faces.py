@@ -133,6 +133,8 @@ def test_the_mirrored_view_gives_faces_in_the_photo_s_own_frame(mtcnn):
         assert np.hypot(*np.subtract(mirrored.landmarks[k], upright.landmarks[k])) < 5, k
     assert abs(eye_angle(mirrored.landmarks)) < 10
 
+
+def test_an_unknown_retry_view_stops_with_one_line():
     with pytest.raises(FerError, match="unknown retry view 'sideways'; allowed: mirrored, equalized"):
         MtcnnFaceDetector(retry_views=("mirrored", "sideways"))
 

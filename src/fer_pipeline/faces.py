@@ -46,13 +46,13 @@ TURNED_SEARCH = ("if_none", "unless_one", "always")
 # Other views of the photo searched again after the turns, under the same TURNED_SEARCH rule:
 # "mirrored" (MTCNN is not mirror-symmetric, so the mirrored photo gets other proposals) and
 # "equalized" (the histogram spread over 0-255: faint, low-contrast faces). The crop is still cut
-# from the photo itself. Picked on the 45 faces missed among 450 round-trip faces (`--faces 450`:
-# each view alone found 8 of them), checked on the 900-face draw (101 faces in common, in other
-# photos; `python benchmarks/photo_roundtrip.py
-# --faces 900 --detectors haar mtcnn:mirrored` and `... mtcnn:mirrored,equalized`, machine I,
-# 2026-11-30): found 91.0% with the turns alone, 92.3% mirrored, 93.0% with both; false faces in
-# 540 photos 17 / 18 / 32. The mirror takes two thirds of the gain for one false face; the
-# equalized view is not searched by default.
+# from the photo itself. Found by looking at the faces missed among 450 round-trip faces
+# (`--faces 450`), measured on the 900-face draw (101 faces in common, in other photos;
+# `python benchmarks/photo_roundtrip.py --faces 900 --detectors haar mtcnn:mirrored` and
+# `... mtcnn:mirrored,equalized`, machine I, 2026-11-30): found 91.0% with the turns alone, 92.3%
+# mirrored, 93.0% with both; false faces in 540 photos 17 / 18 / 32. The mirror takes two thirds
+# of the gain for one false face; the equalized view is not searched by default.
+VIEWS = ("mirrored", "equalized")
 RETRY_VIEWS = ("mirrored",)
 # MTCNN's first two stages propose candidates above these scores (the package's defaults: PNet 0.6,
 # RNet 0.7); the last stage's score must still reach min_confidence (0.9), so lower proposal
@@ -161,9 +161,9 @@ class MtcnnFaceDetector:
             raise FerError(f"unknown turned search {turned_search!r}; allowed: {', '.join(TURNED_SEARCH)}")
         self.retry_angles, self.turned_search = tuple(retry_angles), turned_search
         self.stage_thresholds = tuple(stage_thresholds)
-        unknown = sorted(set(retry_views) - {"mirrored", "equalized"})
+        unknown = [v for v in retry_views if v not in VIEWS]
         if unknown:
-            raise FerError(f"unknown retry view {unknown[0]!r}; allowed: mirrored, equalized")
+            raise FerError(f"unknown retry view {unknown[0]!r}; allowed: {', '.join(VIEWS)}")
         self.retry_views = tuple(retry_views)
 
     def detect(self, gray: np.ndarray) -> list[Face]:
@@ -188,9 +188,9 @@ class MtcnnFaceDetector:
             return self._detect_upright(cv2.equalizeHist(np.ascontiguousarray(gray)))
         w = gray.shape[1]
         swap = {"left_eye": "right_eye", "right_eye": "left_eye", "mouth_left": "mouth_right",
-                "mouth_right": "mouth_left", "nose": "nose"}   # the image's left is the mirror's right
+                "mouth_right": "mouth_left"}   # the image's left is the mirror's right
         return _in_order([Face((w - f.box[0] - f.box[2], f.box[1], f.box[2], f.box[3]),
-                               {swap[k]: (w - 1 - x, y) for k, (x, y) in f.landmarks.items()}, f.score)
+                               {swap.get(k, k): (w - 1 - x, y) for k, (x, y) in f.landmarks.items()}, f.score)
                           for f in self._detect_upright(np.ascontiguousarray(gray[:, ::-1]))])
 
     def _detect_turned(self, gray: np.ndarray, angle: float) -> list[Face]:
