@@ -2,7 +2,10 @@
 the whole photo path (``predict.analyse``: detect, crop, classify), against the same model on the
 same faces given directly. What the photo path loses is the gap.
 
-    python benchmarks/photo_roundtrip.py [--model models/model.keras] [--faces 900] [--detectors haar mtcnn]
+    python benchmarks/photo_roundtrip.py [--model models/model.keras ...] [--faces 900] [--detectors haar mtcnn]
+
+Several ``--model`` files are read from the same photos and the same detections (each photo is
+searched once per detector; the time per photo is the first model's, detection included).
 
 ``mtcnn@0.7`` names MTCNN with its confidence threshold at 0.7 instead of the default 0.9;
 ``mtcnn/0.6,0.7`` names MTCNN with those PNet and RNet proposal thresholds (the package's own
@@ -119,7 +122,7 @@ def near_placed(centres: list[tuple[float, float]], truth: list[tuple[float, flo
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="models/model.keras")
+    ap.add_argument("--model", nargs="+", default=["models/model.keras"])
     ap.add_argument("--data", default="data/processed/test.npz")
     ap.add_argument("--faces", type=int, default=900)
     ap.add_argument("--detectors", nargs="+", default=["haar", "mtcnn"])
@@ -127,14 +130,9 @@ def main() -> None:
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args()
 
-    from tqdm import tqdm
-
     from fer_pipeline.faces import DETECTORS, make_detector
-    from fer_pipeline.labels import LABELS
-    from fer_pipeline.metrics import wilson_interval
     from fer_pipeline.predict import analyse
     from fer_pipeline.predictor import load_predictor
-    from fer_pipeline.promotion import mcnemar_exact_p
     from fer_pipeline.targets import most_voted
 
     z = np.load(a.data)
@@ -142,82 +140,122 @@ def main() -> None:
     fp = most_voted(z["votes"]) if "votes" in z.files else np.full(len(y), -1)
     rng = np.random.default_rng(a.seed)
     idx = rng.choice(len(x), size=min(a.faces, len(x)), replace=False)
-    predictor = load_predictor(a.model)
-    direct = predictor(x[idx][..., None]).argmax(1)
-
-    photos = make_photos(rng, x[idx])   # the same for every detector
-
-    results = {"faces": len(idx), "photos": len(photos), "model": a.model,
-               "direct_accuracy": round(float((direct == y[idx]).mean()), 4), "detectors": {}}
+    photos = make_photos(rng, x[idx])   # the same for every detector and model
     has_fp = fp[idx] >= 0
-    results["direct_accuracy_ferplus"] = round(float((direct[has_fp] == fp[idx][has_fp]).mean()), 4) \
-        if has_fp.any() else None
-    for name in a.detectors:
-        kind, _, threshold = name.partition("@")
-        kind, colon, views = kind.partition(":")
-        kind, _, stages = kind.partition("/")
-        base, _, variant = kind.partition("-")
-        # mtcnn-upright: without the turns and views (faces.RETRY_ANGLES, RETRY_VIEWS); mtcnn-always etc.: that
-        # faces.TURNED_SEARCH (the detector refuses a mode it does not know)
-        options = {"retry_angles": (), "retry_views": ()} if variant == "upright" \
-            else {"turned_search": variant} if variant else {}
-        if colon:    # mtcnn:mirrored: these faces.RETRY_VIEWS only; mtcnn: none
-            options["retry_views"] = tuple(v for v in views.split(",") if v)
-        if stages:   # mtcnn/0.6,0.7: other PNet, RNet proposal thresholds
-            options["stage_thresholds"] = tuple(float(v) for v in stages.split(","))
-        detector = DETECTORS[base](**options) if options else make_detector(base)
-        if threshold:  # mtcnn@0.7: another confidence threshold
-            detector.min_confidence = float(threshold)
-        analyse([("warm-up", photos[0][0])], predictor, detector)  # load and trace once, untimed
-        pred = np.full(len(idx), -1)
-        by_layout: dict[str, list[int]] = {}
-        false_faces = 0   # detected faces near no placed face
-        t0 = time.perf_counter()
-        for photo, truth, members, layout in tqdm(photos, desc=name, unit="photo", mininterval=2):
-            (res,) = analyse([("p", photo)], predictor, detector)
-            is_near = near_placed([(f["box"][0] + f["box"][2] / 2, f["box"][1] + f["box"][3] / 2) for f in res.faces],
-                                  truth)
-            false_faces += int((~is_near.any(axis=1)).sum())
-            for t, i in enumerate(members):
-                near = [f for f, hit in zip(res.faces, is_near[:, t]) if hit]
-                if near:
-                    pred[i] = LABELS.index(near[0]["label"])
-                by_layout.setdefault(layout, []).append(i)
-        seconds = time.perf_counter() - t0
-        found = pred >= 0
-        right = pred == y[idx]
-        lo, hi = wilson_interval(int(right.sum()), len(idx))
-        b = int((right & (direct != y[idx])).sum())
-        c = int((~right & (direct == y[idx])).sum())
-        r = {"found": round(float(found.mean()), 4), "false_faces": false_faces,
-             "accuracy": round(float(right.mean()), 4),
-             "accuracy_ci95": [round(lo, 4), round(hi, 4)],
-             "accuracy_on_found": round(float(right[found].mean()), 4) if found.any() else None,
-             "gap_points": round(100 * (float(right.mean()) - results["direct_accuracy"]), 2),
-             "p_vs_direct": mcnemar_exact_p(b, c),
-             "accuracy_ferplus": round(float((pred[has_fp] == fp[idx][has_fp]).mean()), 4)
-             if has_fp.any() else None,
-             "seconds_per_photo": round(seconds / len(photos), 4),
-             "by_layout": {lay: {"found": round(float(found[m].mean()), 4),
-                                 "accuracy": round(float(right[m].mean()), 4)} for lay, m in by_layout.items()}}
-        results["detectors"][name] = r
-    base = results["detectors"].get("haar", {}).get("seconds_per_photo")
-    print(f"{len(idx)} PrivateTest faces in {len(photos)} photos; model {a.model}; direct accuracy "
-          f"{100 * results['direct_accuracy']:.1f}% "
-          f"(FER+ labels {100 * (results['direct_accuracy_ferplus'] or 0):.1f}%)")
-    print("| detector | faces found | accuracy end to end (95% interval) | on found faces | gap to direct (McNemar p) "
-          "| FER+ labels end to end | found / accuracy: scene, fills, group | false faces | time per photo (x Haar) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, r in results["detectors"].items():
-        lay = ", ".join(f"{100 * v['found']:.0f}/{100 * v['accuracy']:.0f}%" for v in r["by_layout"].values())
-        ratio = f" ({r['seconds_per_photo'] / base:.1f}x)" if base else ""
-        print(f"| {name} | {100 * r['found']:.1f}% | {100 * r['accuracy']:.1f}% ({100 * r['accuracy_ci95'][0]:.1f}-"
-              f"{100 * r['accuracy_ci95'][1]:.1f}) | {100 * (r['accuracy_on_found'] or 0):.1f}% | "
-              f"{r['gap_points']:+.1f} pt (p = {r['p_vs_direct']:.2g}) | {100 * (r['accuracy_ferplus'] or 0):.1f}% | "
-              f"{lay} | {r['false_faces']} | {1000 * r['seconds_per_photo']:.0f} ms{ratio} |")
+    results = {"faces": len(idx), "photos": len(photos), "models": []}
+    detections: dict[str, Remembered] = {}
+    for k, model in enumerate(a.model):
+        predictor = load_predictor(model)
+        direct = predictor(x[idx][..., None]).argmax(1)
+        m = {"model": model, "direct_accuracy": round(float((direct == y[idx]).mean()), 4),
+             "direct_accuracy_ferplus": round(float((direct[has_fp] == fp[idx][has_fp]).mean()), 4)
+             if has_fp.any() else None, "detectors": {}}
+        results["models"].append(m)
+        for name in a.detectors:
+            if name not in detections:
+                detector = detector_named(name, DETECTORS, make_detector)
+                analyse([("warm-up", photos[0][0])], predictor, detector)  # load and trace once, untimed
+                detections[name] = Remembered(detector)
+            m["detectors"][name] = read_back(photos, idx, y, fp, has_fp, direct, predictor, detections[name],
+                                             first=k == 0)
+    for m in results["models"]:
+        print_table(m, results)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(results, fh, indent=2)
+
+
+class Remembered:
+    """A detector that searches each photo once; the next model gets the same faces."""
+
+    def __init__(self, detector):
+        self.detector, self.faces = detector, {}
+
+    def detect(self, gray: np.ndarray) -> list:
+        if id(gray) not in self.faces:
+            self.faces[id(gray)] = self.detector.detect(gray)
+        return self.faces[id(gray)]
+
+
+def detector_named(name: str, detectors: dict, make_detector):
+    """``mtcnn-upright``, ``mtcnn/0.6,0.7``, ``mtcnn:mirrored``, ``mtcnn@0.7`` (the module docstring)."""
+    kind, _, threshold = name.partition("@")
+    kind, colon, views = kind.partition(":")
+    kind, _, stages = kind.partition("/")
+    base, _, variant = kind.partition("-")
+    # mtcnn-upright: without the turns and views (faces.RETRY_ANGLES, RETRY_VIEWS); mtcnn-always etc.: that
+    # faces.TURNED_SEARCH (the detector refuses a mode it does not know)
+    options = {"retry_angles": (), "retry_views": ()} if variant == "upright" \
+        else {"turned_search": variant} if variant else {}
+    if colon:    # mtcnn:mirrored: these faces.RETRY_VIEWS only; mtcnn: none
+        options["retry_views"] = tuple(v for v in views.split(",") if v)
+    if stages:   # mtcnn/0.6,0.7: other PNet, RNet proposal thresholds
+        options["stage_thresholds"] = tuple(float(v) for v in stages.split(","))
+    detector = detectors[base](**options) if options else make_detector(base)
+    if threshold:  # mtcnn@0.7: another confidence threshold
+        detector.min_confidence = float(threshold)
+    return detector
+
+
+def read_back(photos, idx, y, fp, has_fp, direct, predictor, detector: Remembered, first: bool) -> dict:
+    """Every photo through the photo path; the figures of one detector for one model."""
+    from tqdm import tqdm
+
+    from fer_pipeline.labels import LABELS
+    from fer_pipeline.metrics import wilson_interval
+    from fer_pipeline.predict import analyse
+    from fer_pipeline.promotion import mcnemar_exact_p
+
+    pred = np.full(len(idx), -1)
+    by_layout: dict[str, list[int]] = {}
+    false_faces = 0   # detected faces near no placed face
+    t0 = time.perf_counter()
+    for photo, truth, members, layout in tqdm(photos, desc=type(detector.detector).__name__, unit="photo",
+                                              mininterval=2, disable=not first):
+        (res,) = analyse([("p", photo)], predictor, detector)
+        is_near = near_placed([(f["box"][0] + f["box"][2] / 2, f["box"][1] + f["box"][3] / 2) for f in res.faces],
+                              truth)
+        false_faces += int((~is_near.any(axis=1)).sum())
+        for t, i in enumerate(members):
+            near = [f for f, hit in zip(res.faces, is_near[:, t]) if hit]
+            if near:
+                pred[i] = LABELS.index(near[0]["label"])
+            by_layout.setdefault(layout, []).append(i)
+    seconds = time.perf_counter() - t0
+    found = pred >= 0
+    right = pred == y[idx]
+    lo, hi = wilson_interval(int(right.sum()), len(idx))
+    b = int((right & (direct != y[idx])).sum())
+    c = int((~right & (direct == y[idx])).sum())
+    return {"found": round(float(found.mean()), 4), "false_faces": false_faces,
+            "accuracy": round(float(right.mean()), 4),
+            "accuracy_ci95": [round(lo, 4), round(hi, 4)],
+            "accuracy_on_found": round(float(right[found].mean()), 4) if found.any() else None,
+            "gap_points": round(100 * (float(right.mean()) - float((direct == y[idx]).mean())), 2),
+            "p_vs_direct": mcnemar_exact_p(b, c),
+            "accuracy_ferplus": round(float((pred[has_fp] == fp[idx][has_fp]).mean()), 4)
+            if has_fp.any() else None,
+            "seconds_per_photo": round(seconds / len(photos), 4) if first else None,
+            "by_layout": {lay: {"found": round(float(found[m].mean()), 4),
+                                "accuracy": round(float(right[m].mean()), 4)} for lay, m in by_layout.items()}}
+
+
+def print_table(m: dict, results: dict) -> None:
+    first = results["models"][0]["detectors"]
+    base = first.get("haar", {}).get("seconds_per_photo")
+    print(f"{results['faces']} PrivateTest faces in {results['photos']} photos; model {m['model']}; direct "
+          f"accuracy {100 * m['direct_accuracy']:.1f}% (FER+ labels {100 * (m['direct_accuracy_ferplus'] or 0):.1f}%)")
+    print("| detector | faces found | accuracy end to end (95% interval) | on found faces | gap to direct (McNemar p) "
+          "| FER+ labels end to end | found / accuracy: scene, fills, group | false faces | time per photo (x Haar) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in m["detectors"].items():
+        lay = ", ".join(f"{100 * v['found']:.0f}/{100 * v['accuracy']:.0f}%" for v in r["by_layout"].values())
+        t = first[name]["seconds_per_photo"]
+        when = f"{1000 * t:.0f} ms" + (f" ({t / base:.1f}x)" if base else "")
+        print(f"| {name} | {100 * r['found']:.1f}% | {100 * r['accuracy']:.1f}% ({100 * r['accuracy_ci95'][0]:.1f}-"
+              f"{100 * r['accuracy_ci95'][1]:.1f}) | {100 * (r['accuracy_on_found'] or 0):.1f}% | "
+              f"{r['gap_points']:+.1f} pt (p = {r['p_vs_direct']:.2g}) | {100 * (r['accuracy_ferplus'] or 0):.1f}% | "
+              f"{lay} | {r['false_faces']} | {when} |")
 
 
 if __name__ == "__main__":

@@ -32,14 +32,18 @@ def test_the_round_trip_benchmark_runs_on_a_tiny_test_split(tmp_path):
     x = np.stack([synthetic_face(i) for i in range(6)])[..., None]
     np.savez(tmp_path / "test.npz", x=x, y=np.arange(6) % 7, votes=np.zeros((6, 10), np.int16))
     out = tmp_path / "rt.json"
-    r = subprocess.run([sys.executable, str(REPO / "benchmarks/photo_roundtrip.py"), "--model",
-                        str(tiny_model_file(tmp_path / "tiny.keras")), "--data", str(tmp_path / "test.npz"),
-                        "--faces", "6", "--detectors", "haar", "--json", str(out)],
-                       capture_output=True, text=True, timeout=600)
+    model = str(tiny_model_file(tmp_path / "tiny.keras"))
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/photo_roundtrip.py"), "--model", model, model,
+                        "--data", str(tmp_path / "test.npz"), "--faces", "6", "--detectors", "haar",
+                        "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert res["faces"] == 6 and res["photos"] == 4 and set(res["detectors"]) == {"haar"}
-    assert set(res["detectors"]["haar"]["by_layout"]) == {"scene", "fills", "group"}
+    assert res["faces"] == 6 and res["photos"] == 4 and len(res["models"]) == 2
+    first, second = (m["detectors"]["haar"] for m in res["models"])
+    assert set(first["by_layout"]) == {"scene", "fills", "group"}
+    # the second model reads the first one's detections: the same faces, no time of its own
+    assert second["found"] == first["found"] and second["seconds_per_photo"] is None
+    assert first["seconds_per_photo"] > 0 and r.stdout.count("| haar |") == 2
 
 
 def test_the_input_and_backend_benchmark_runs_every_row():
