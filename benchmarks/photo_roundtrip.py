@@ -130,7 +130,6 @@ def main() -> None:
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args()
 
-    from fer_pipeline.faces import DETECTORS, make_detector
     from fer_pipeline.predict import analyse
     from fer_pipeline.predictor import load_predictor
     from fer_pipeline.targets import most_voted
@@ -141,23 +140,23 @@ def main() -> None:
     rng = np.random.default_rng(a.seed)
     idx = rng.choice(len(x), size=min(a.faces, len(x)), replace=False)
     photos = make_photos(rng, x[idx])   # the same for every detector and model
-    has_fp = fp[idx] >= 0
+    y, fp = y[idx], fp[idx]             # the drawn faces' labels (fp: -1 where no FER+ label)
+    has_fp = fp >= 0
     results = {"faces": len(idx), "photos": len(photos), "models": []}
     detections: dict[str, Remembered] = {}
     for k, model in enumerate(a.model):
         predictor = load_predictor(model)
         direct = predictor(x[idx][..., None]).argmax(1)
-        m = {"model": model, "direct_accuracy": round(float((direct == y[idx]).mean()), 4),
-             "direct_accuracy_ferplus": round(float((direct[has_fp] == fp[idx][has_fp]).mean()), 4)
+        m = {"model": model, "direct_accuracy": round(float((direct == y).mean()), 4),
+             "direct_accuracy_ferplus": round(float((direct[has_fp] == fp[has_fp]).mean()), 4)
              if has_fp.any() else None, "detectors": {}}
         results["models"].append(m)
         for name in a.detectors:
             if name not in detections:
-                detector = detector_named(name, DETECTORS, make_detector)
+                detector = detector_named(name)
                 analyse([("warm-up", photos[0][0])], predictor, detector)  # load and trace once, untimed
                 detections[name] = Remembered(detector)
-            m["detectors"][name] = read_back(photos, idx, y, fp, has_fp, direct, predictor, detections[name],
-                                             first=k == 0)
+            m["detectors"][name] = read_back(photos, y, fp, direct, predictor, detections[name], first=k == 0)
     for m in results["models"]:
         print_table(m, results)
     if a.json:
@@ -177,8 +176,10 @@ class Remembered:
         return self.faces[id(gray)]
 
 
-def detector_named(name: str, detectors: dict, make_detector):
+def detector_named(name: str):
     """``mtcnn-upright``, ``mtcnn/0.6,0.7``, ``mtcnn:mirrored``, ``mtcnn@0.7`` (the module docstring)."""
+    from fer_pipeline.faces import DETECTORS, make_detector
+
     kind, _, threshold = name.partition("@")
     kind, colon, views = kind.partition(":")
     kind, _, stages = kind.partition("/")
@@ -191,14 +192,15 @@ def detector_named(name: str, detectors: dict, make_detector):
         options["retry_views"] = tuple(v for v in views.split(",") if v)
     if stages:   # mtcnn/0.6,0.7: other PNet, RNet proposal thresholds
         options["stage_thresholds"] = tuple(float(v) for v in stages.split(","))
-    detector = detectors[base](**options) if options else make_detector(base)
+    detector = DETECTORS[base](**options) if options else make_detector(base)
     if threshold:  # mtcnn@0.7: another confidence threshold
         detector.min_confidence = float(threshold)
     return detector
 
 
-def read_back(photos, idx, y, fp, has_fp, direct, predictor, detector: Remembered, first: bool) -> dict:
-    """Every photo through the photo path; the figures of one detector for one model."""
+def read_back(photos, y, fp, direct, predictor, detector: Remembered, first: bool) -> dict:
+    """Every photo through the photo path; the figures of one detector for one model. ``y``, ``fp``
+    and ``direct``: per drawn face, FER2013's label, the FER+ label (-1: none), the model alone."""
     from tqdm import tqdm
 
     from fer_pipeline.labels import LABELS
@@ -206,7 +208,7 @@ def read_back(photos, idx, y, fp, has_fp, direct, predictor, detector: Remembere
     from fer_pipeline.predict import analyse
     from fer_pipeline.promotion import mcnemar_exact_p
 
-    pred = np.full(len(idx), -1)
+    pred = np.full(len(y), -1)
     by_layout: dict[str, list[int]] = {}
     false_faces = 0   # detected faces near no placed face
     t0 = time.perf_counter()
@@ -223,17 +225,18 @@ def read_back(photos, idx, y, fp, has_fp, direct, predictor, detector: Remembere
             by_layout.setdefault(layout, []).append(i)
     seconds = time.perf_counter() - t0
     found = pred >= 0
-    right = pred == y[idx]
-    lo, hi = wilson_interval(int(right.sum()), len(idx))
-    b = int((right & (direct != y[idx])).sum())
-    c = int((~right & (direct == y[idx])).sum())
+    right = pred == y
+    lo, hi = wilson_interval(int(right.sum()), len(y))
+    b = int((right & (direct != y)).sum())
+    c = int((~right & (direct == y)).sum())
+    has_fp = fp >= 0
     return {"found": round(float(found.mean()), 4), "false_faces": false_faces,
             "accuracy": round(float(right.mean()), 4),
             "accuracy_ci95": [round(lo, 4), round(hi, 4)],
             "accuracy_on_found": round(float(right[found].mean()), 4) if found.any() else None,
-            "gap_points": round(100 * (float(right.mean()) - float((direct == y[idx]).mean())), 2),
+            "gap_points": round(100 * (float(right.mean()) - float((direct == y).mean())), 2),
             "p_vs_direct": mcnemar_exact_p(b, c),
-            "accuracy_ferplus": round(float((pred[has_fp] == fp[idx][has_fp]).mean()), 4)
+            "accuracy_ferplus": round(float((pred[has_fp] == fp[has_fp]).mean()), 4)
             if has_fp.any() else None,
             "seconds_per_photo": round(seconds / len(photos), 4) if first else None,
             "by_layout": {lay: {"found": round(float(found[m].mean()), 4),
