@@ -13,7 +13,8 @@ defaults) instead of ``faces.MTCNN_STAGE_THRESHOLDS``;
 ``mtcnn-upright`` names MTCNN that never searches a photo again (no turns, no views);
 ``mtcnn-always`` and ``mtcnn-unless_one`` name MTCNN with that ``faces.TURNED_SEARCH``;
 ``mtcnn:mirrored`` names MTCNN searching again only that view of ``faces.RETRY_VIEWS``
-(``mtcnn:`` none: the turns alone).
+(``mtcnn:`` none: the turns alone); ``whole`` and ``mtcnn+whole`` are ``fer predict``'s detectors
+for face crops (the whole image as the face; ``--layouts fills`` draws face crops only).
 
 Each face goes into one of three layouts, in turn:
 - ``scene``: upscaled 3-8x, rotated up to +-20 degrees, on a background (texture, gradient or
@@ -99,13 +100,16 @@ def make_photo(rng, faces: list[np.ndarray], layout: str) -> tuple[np.ndarray, l
     return photo, truth
 
 
-def make_photos(rng, faces: np.ndarray) -> list[tuple[np.ndarray, list[tuple[float, float, float]], list[int], str]]:
+LAYOUTS = ("scene", "fills", "group")
+
+
+def make_photos(rng, faces: np.ndarray, layouts: tuple[str, ...] = LAYOUTS
+                ) -> list[tuple[np.ndarray, list[tuple[float, float, float]], list[int], str]]:
     """Every face of ``faces`` placed in a photo, the layouts in turn: (photo, truth, the indices of
     its faces in ``faces``, layout)."""
-    layouts = ["scene", "fills", "group"]
     photos, k = [], 0
     while k < len(faces):
-        layout = layouts[len(photos) % 3]
+        layout = layouts[len(photos) % len(layouts)]
         n = 3 if layout == "group" else 1
         members = list(range(k, min(k + n, len(faces))))
         photo, truth = make_photo(rng, [faces[i] for i in members], layout if len(members) == n else "scene")
@@ -126,6 +130,8 @@ def main() -> None:
     ap.add_argument("--data", default="data/processed/test.npz")
     ap.add_argument("--faces", type=int, default=900)
     ap.add_argument("--detectors", nargs="+", default=["haar", "mtcnn"])
+    ap.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS),
+                    help="only these layouts (fills: face crops; the default draw takes all three in turn)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args()
@@ -139,7 +145,7 @@ def main() -> None:
     fp = most_voted(z["votes"]) if "votes" in z.files else np.full(len(y), -1)
     rng = np.random.default_rng(a.seed)
     idx = rng.choice(len(x), size=min(a.faces, len(x)), replace=False)
-    photos = make_photos(rng, x[idx])   # the same for every detector and model
+    photos = make_photos(rng, x[idx], tuple(a.layouts))   # the same for every detector and model
     y, fp = y[idx], fp[idx]             # the drawn faces' labels (fp: -1 where no FER+ label)
     has_fp = fp >= 0
     results = {"faces": len(idx), "photos": len(photos), "models": []}

@@ -44,6 +44,15 @@ def test_the_round_trip_benchmark_runs_on_a_tiny_test_split(tmp_path):
     # one table per model on the same photos; the time per photo is the first model's (it detected)
     assert second["found"] == first["found"] and second["seconds_per_photo"] is None
     assert first["seconds_per_photo"] > 0 and r.stdout.count("| haar |") == 2
+    # face crops only (--layouts fills): the whole image is a face each time for `whole`
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/photo_roundtrip.py"), "--model", model,
+                        "--data", str(tmp_path / "test.npz"), "--faces", "3", "--layouts", "fills",
+                        "--detectors", "whole", "haar+whole", "--json", str(out)], capture_output=True, text=True,
+                        timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["photos"] == 3 and set(res["models"][0]["detectors"]["whole"]["by_layout"]) == {"fills"}
+    assert all(d["found"] == 1.0 and d["false_faces"] == 0 for d in res["models"][0]["detectors"].values())
 
 
 def test_the_input_and_backend_benchmark_runs_every_row():

@@ -9,13 +9,16 @@ import pytest
 
 from fer_pipeline.errors import FerError
 from fer_pipeline.faces import (
+    DETECTOR_NAMES,
     LANDMARKS,
     TEMPLATE,
     HaarFaceDetector,
     MtcnnFaceDetector,
+    WholeImageIfNone,
     align_face,
     eye_angle,
     face_crop,
+    make_detector,
 )
 from fer_pipeline.labels import LABELS
 from fer_pipeline.predictor import Predictor
@@ -148,6 +151,41 @@ def test_a_photo_without_a_face_gives_no_face_and_no_error(detector, mtcnn):
         assert det.detect(img) == []
 
 
+def test_face_crops_are_read_whole_where_the_detector_finds_no_face(mtcnn):
+    from skimage import data
+
+    from fer_pipeline.predict import analyse
+
+    brick, astro = data.brick(), astronaut_gray()
+    either = WholeImageIfNone(mtcnn)
+    assert either.name == "mtcnn+whole"
+    (face,) = either.detect(astro)                  # found: MTCNN's own face, aligned
+    assert not face.whole_image and face.landmarks and face.box == mtcnn.detect(astro)[0].box
+    (whole,) = either.detect(brick)                 # none found: the whole image is the face
+    assert whole.whole_image and whole.box == (0, 0, brick.shape[1], brick.shape[0])
+    (every,) = make_detector("whole").detect(astro)  # no detection at all
+    assert every.whole_image and every.box == (0, 0, 512, 512)
+    seen = []
+    predictor = Predictor("recorder", "test", lambda x: seen.append(x[..., 0]) or np.tile(np.eye(7)[3], (len(x), 1)))
+    (res,) = analyse([("brick", brick)], predictor, either)
+    assert res.faces[0]["whole_image"] and res.faces[0]["box"] == [0, 0, 512, 512] and "aligned" not in res.faces[0]
+    assert np.array_equal(seen[0][0], cv2.resize(brick, (48, 48), interpolation=cv2.INTER_AREA))
+
+
+def test_an_unknown_detector_name_stops_with_one_line_listing_the_allowed():
+    with pytest.raises(FerError, match=r"unknown face detector 'mtcnn\+crop'; allowed: mtcnn, haar, mtcnn\+whole, "
+                                       r"haar\+whole, whole"):
+        make_detector("mtcnn+crop")
+
+
+def test_params_accepts_exactly_the_detector_names():
+    import typing
+
+    from fer_pipeline.params import Predict
+
+    assert typing.get_args(Predict.model_fields["detector"].annotation) == DETECTOR_NAMES
+
+
 def test_the_crop_uses_the_landmarks_when_there_are_some(mtcnn):
     photo = astronaut_gray()
     (face,) = mtcnn.detect(photo)
@@ -205,6 +243,18 @@ def test_evaluate_photos_gives_the_figures_computed_by_hand(labelled, mtcnn):
     assert r["skipped"]["empty_folder"]["examples"] == ["surprised"]
     assert r["skipped"]["unreadable"]["examples"] == ["sad/broken.jpg"]
     assert set(r["ms_per_image"]) == {"decode", "detect", "crop", "classify"}
+    assert r["read_whole"] == 0
+
+
+def test_evaluate_photos_reads_the_photo_without_a_face_whole_with_mtcnn_whole(labelled, mtcnn):
+    from fer_pipeline.photo_eval import evaluate_photos, markdown
+
+    r = evaluate_photos(labelled, constant_predictor("sad"), WholeImageIfNone(mtcnn), 0.1, min_confidence=0.8,
+                        progress=False)
+    # the wall photo in sad/ now has a face (the whole image), and it says sad like the others
+    assert r["faces_found"] == 5 and r["miss_rate"] == 0.0 and r["read_whole"] == 1
+    assert r["accuracy"] == 0.4 and r["recall"] == {"happy": 0.0, "sad": 1.0}
+    assert "5 (miss rate 0.0%; 1 of them the whole image, no face detected)" in markdown(r, "m", "mtcnn+whole")
     assert r["slowest_stage"] in r["ms_per_image"]
 
 

@@ -8,6 +8,8 @@ Two detectors sit behind one protocol (``detect(gray) -> list[Face]``):
   FER2013's training faces (``TEMPLATE``). A model trained on FER2013 learned FER2013's framing;
   a detector's box plus a margin frames faces differently, and the model reads them worse.
 - ``haar``: OpenCV's frontal-face cascade (no landmarks): the box grown by a margin, resized.
+- ``whole``: no detection, the whole image is the face (folders of face crops); ``mtcnn+whole``
+  and ``haar+whole`` take the whole image only where the detector finds no face.
 
 MTCNN misses faces that touch the image border and faces smaller than its smallest window, so an
 image is padded (edge pixels repeated) and small images are upscaled before it looks; boxes and
@@ -90,6 +92,7 @@ class Face:
     box: tuple[int, int, int, int]                          # x, y, w, h in the photo
     landmarks: dict[str, tuple[float, float]] | None = None  # LANDMARKS, photo coordinates
     score: float | None = None                               # the detector's confidence
+    whole_image: bool = False                                # no detection: the image is the face
 
 
 class FaceDetector(Protocol):
@@ -246,13 +249,41 @@ class MtcnnFaceDetector:
         return _in_order(faces)
 
 
+class WholeImage:
+    """No detection: every image is one face, the whole of it (a folder of face crops, such as
+    FER2013's own). Named ``whole``."""
+
+    name = "whole"
+
+    def detect(self, gray: np.ndarray) -> list[Face]:
+        h, w = gray.shape[:2]
+        return [Face((0, 0, int(w), int(h)), whole_image=True)]
+
+
+class WholeImageIfNone:
+    """``detector``, and where it finds no face, the whole image as one face (``mtcnn+whole``,
+    ``haar+whole``): for folders of face crops, where a face cut to fill the frame can escape the
+    detector. A photo without a face then gets a face too, so it is not the default."""
+
+    def __init__(self, detector: FaceDetector):
+        self.detector, self.name = detector, f"{detector.name}+whole"
+
+    def detect(self, gray: np.ndarray) -> list[Face]:
+        return self.detector.detect(gray) or WholeImage().detect(gray)
+
+
 DETECTORS = {"mtcnn": MtcnnFaceDetector, "haar": HaarFaceDetector}
+# What --detector and predict.detector take (params.py's Literal lists the same names).
+DETECTOR_NAMES = ("mtcnn", "haar", "mtcnn+whole", "haar+whole", "whole")
 
 
 def make_detector(name: str) -> FaceDetector:
-    if name not in DETECTORS:
-        raise FerError(f"unknown face detector {name!r}; allowed: {', '.join(DETECTORS)}")
-    return DETECTORS[name]()
+    if name not in DETECTOR_NAMES:
+        raise FerError(f"unknown face detector {name!r}; allowed: {', '.join(DETECTOR_NAMES)}")
+    if name == "whole":
+        return WholeImage()
+    base, plus, _ = name.partition("+")
+    return WholeImageIfNone(DETECTORS[base]()) if plus else DETECTORS[base]()
 
 
 # --------------------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ class Export(Section):
 
 
 class Predict(Section):
-    detector: Literal["mtcnn", "haar"]
+    detector: Literal["mtcnn", "haar", "mtcnn+whole", "haar+whole", "whole"]   # faces.DETECTOR_NAMES
     margin: Annotated[float, Field(ge=0, le=1)]
     min_confidence: Fraction
 

@@ -90,6 +90,7 @@ def evaluate_photos(root: Path, predictor, detector, margin: float, min_confiden
     skipped["unreadable"] = []
     seconds = {"decode": 0.0}
     y_true, y_pred, scores, n_faces = [], [], [], []
+    read_whole = 0   # photos whose face is the whole image (detector NAME+whole: none found)
     bar = tqdm(total=len(files), desc="photos", unit="img", disable=not progress)
     for i in range(0, len(files), batch):
         chunk, labels = [], []
@@ -110,6 +111,7 @@ def evaluate_photos(root: Path, predictor, detector, margin: float, min_confiden
                 face = max(res.faces, key=lambda f: f["box"][2] * f["box"][3])
                 y_pred.append(LABELS.index(face["label"]))
                 scores.append(face["score"])
+                read_whole += bool(face.get("whole_image"))
             else:
                 y_pred.append(-1)
         bar.update(len(files[i:i + batch]))
@@ -128,7 +130,7 @@ def evaluate_photos(root: Path, predictor, detector, margin: float, min_confiden
     n = len(y)
     return {
         "folder": str(root), "images": n, "faces_found": int(found.sum()),
-        "miss_rate": round(1 - float(found.mean()), 4),
+        "miss_rate": round(1 - float(found.mean()), 4), "read_whole": read_whole,
         "photos_with_several_faces": int(sum(k > 1 for k in n_faces)),
         "accuracy": round(right / n, 4), "accuracy_ci95": [round(lo, 4), round(hi, 4)],
         "accuracy_on_found": round(float((y[found] == p[found]).mean()), 4) if found.any() else None,
@@ -178,7 +180,9 @@ def markdown(report: dict, model: str, detector: str) -> str:
         "folder's emotion; a photo with no face found counts wrong.", "",
         "| figure | value |", "|---|---|",
         f"| photos | {report['images']:,} |",
-        f"| faces found | {report['faces_found']:,} (miss rate {pct(report['miss_rate'])}) |",
+        f"| faces found | {report['faces_found']:,} (miss rate {pct(report['miss_rate'])}"
+        + (f"; {report['read_whole']:,} of them the whole image, no face detected" if report.get("read_whole") else "")
+        + ") |",
         f"| **accuracy, end to end** | **{pct(report['accuracy'])}** (95% interval {pct(lo)}-{pct(hi)}) |",
         f"| accuracy on photos with a face | {pct(report['accuracy_on_found'])} |",
         f"| macro-F1 over the classes present | {report['macro_f1']:.3f} |",
@@ -279,7 +283,8 @@ def add_parser(sub) -> None:
         r = run_evaluate_photos(args.folder, args.model, args.out, s["detector"], s["margin"], s["min_confidence"],
                                 log_mlflow=not args.no_mlflow)
         lo, hi = r["accuracy_ci95"]
-        print(f"{r['images']} photos, faces found in {r['faces_found']} ({100 * r['miss_rate']:.1f}% missed); "
+        whole = f", {r['read_whole']} of them read as the whole image" if r["read_whole"] else ""
+        print(f"{r['images']} photos, faces found in {r['faces_found']}{whole} ({100 * r['miss_rate']:.1f}% missed); "
               f"accuracy {100 * r['accuracy']:.1f}% (95% interval {100 * lo:.1f}-{100 * hi:.1f}%) end to end, "
               f"{100 * (r['accuracy_on_found'] or 0):.1f}% on found faces; macro-F1 {r['macro_f1']:.3f}; "
               f"slowest stage {r['slowest_stage']}")

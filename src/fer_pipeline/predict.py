@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FerError
-from .faces import FaceDetector, face_crop, make_detector
+from .faces import DETECTOR_NAMES, FaceDetector, face_crop, make_detector
 from .labels import LABELS
 from .predictor import Predictor, load_predictor
 
@@ -127,6 +127,8 @@ def analyse(images: list[tuple[str, np.ndarray]], predictor: Predictor, detector
                "probabilities": {n: round(float(v), 4) for n, v in zip(LABELS, p)}}
         if face.landmarks:
             out["aligned"] = True
+        if face.whole_image:
+            out["whole_image"] = True
         if min_confidence is not None:
             out["uncertain"] = bool(p[k] < min_confidence)
         if crop_stats:
@@ -190,7 +192,9 @@ def photo_settings(detector: str | None = None, margin: float | None = None,
 
 def add_photo_arguments(p) -> None:
     """--detector, --margin, --min-confidence (defaults: params.yaml's predict section)."""
-    p.add_argument("--detector", choices=["mtcnn", "haar"], help="face detector (default: predict.detector)")
+    p.add_argument("--detector", choices=DETECTOR_NAMES,
+                   help="face detector (default: predict.detector); whole: each image is one face crop, "
+                        "mtcnn+whole / haar+whole: the whole image where the detector finds none")
     p.add_argument("--margin", type=float, help="haar: border around each face box, fraction (predict.margin)")
     p.add_argument("--min-confidence", type=float,
                    help="mark faces whose top probability is lower as uncertain (predict.min_confidence)")
