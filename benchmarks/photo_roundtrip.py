@@ -13,7 +13,9 @@ defaults) instead of ``faces.MTCNN_STAGE_THRESHOLDS``;
 ``mtcnn-upright`` names MTCNN that never searches a photo again (no turns, no views);
 ``mtcnn-always`` and ``mtcnn-unless_one`` name MTCNN with that ``faces.TURNED_SEARCH``;
 ``mtcnn:mirrored`` names MTCNN searching again only that view of ``faces.RETRY_VIEWS``
-(``mtcnn:`` none: the turns alone); ``whole`` and ``mtcnn+whole`` are ``fer predict``'s detectors
+(``mtcnn:`` none: the turns alone); ``mtcnn~edge`` names MTCNN padding the photo with that
+``faces.PAD_FILLS`` (repeated edge pixels, as before the flat grey). They combine in this order:
+``mtcnn-upright~edge/0.6,0.7:mirrored@0.7``. ``whole`` and ``mtcnn+whole`` are ``fer predict``'s detectors
 for face crops (the whole image as the face; ``--layouts fills`` draws face crops only).
 
 Each face goes into one of three layouts, in turn:
@@ -183,12 +185,14 @@ class Remembered:
 
 
 def detector_named(name: str):
-    """``mtcnn-upright``, ``mtcnn/0.6,0.7``, ``mtcnn:mirrored``, ``mtcnn@0.7`` (the module docstring)."""
+    """``mtcnn-upright``, ``mtcnn/0.6,0.7``, ``mtcnn:mirrored``, ``mtcnn~edge``, ``mtcnn@0.7`` (the module
+    docstring)."""
     from fer_pipeline.faces import DETECTORS, make_detector
 
     kind, _, threshold = name.partition("@")
     kind, colon, views = kind.partition(":")
     kind, _, stages = kind.partition("/")
+    kind, tilde, fill = kind.partition("~")
     base, _, variant = kind.partition("-")
     # mtcnn-upright: without the turns and views (faces.RETRY_ANGLES, RETRY_VIEWS); mtcnn-always etc.: that
     # faces.TURNED_SEARCH (the detector refuses a mode it does not know)
@@ -198,6 +202,8 @@ def detector_named(name: str):
         options["retry_views"] = tuple(v for v in views.split(",") if v)
     if stages:   # mtcnn/0.6,0.7: other PNet, RNet proposal thresholds
         options["stage_thresholds"] = tuple(float(v) for v in stages.split(","))
+    if tilde:    # mtcnn~edge: another faces.PAD_FILLS
+        options["pad_fill"] = fill
     detector = DETECTORS[base](**options) if options else make_detector(base)
     if threshold:  # mtcnn@0.7: another confidence threshold
         detector.min_confidence = float(threshold)

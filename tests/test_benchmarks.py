@@ -1,6 +1,7 @@
 """The benchmarks run at tiny sizes, so that they cannot rot; their real figures come from quiet
 machines (benchmarks/README.md)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -74,6 +75,17 @@ def test_the_inference_benchmark_times_every_stage_for_both_detectors(tmp_path):
     assert lines["haar"][6] == "1.00", r.stdout     # decode detect crop classify total, x Haar
     assert len(lines["mtcnn"]) >= 7 and all(float(v) >= 0 for v in lines["mtcnn"][1:6]), r.stdout
     assert "keras: batched inference" in r.stdout and "tflite:" in r.stdout
+
+
+def test_the_round_trip_names_detector_variants():
+    spec = importlib.util.spec_from_file_location("photo_roundtrip", REPO / "benchmarks/photo_roundtrip.py")
+    roundtrip = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(roundtrip)
+    d = roundtrip.detector_named("mtcnn-upright~edge/0.6,0.7@0.7")
+    assert (d.pad_fill, d.retry_angles, d.retry_views, d.stage_thresholds, d.min_confidence) == \
+        ("edge", (), (), (0.6, 0.7), 0.7)
+    d = roundtrip.detector_named("mtcnn:")
+    assert (d.pad_fill, d.retry_views, d.turned_search) == ("mean", (), "unless_one")
 
 
 def test_the_detector_probe_runs_with_mtcnn_alone(tmp_path):

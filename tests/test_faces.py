@@ -103,6 +103,22 @@ def test_a_face_that_fills_the_whole_image_is_found(mtcnn):
         assert w > 0.6 * img.shape[1]               # it is the whole image, not a part of it
 
 
+def test_a_face_cut_at_the_brows_and_chin_is_found_in_a_flat_grey_frame(mtcnn):
+    # tighter than the test above: cut inside the face's outline, the face touches every border;
+    # padded with its edge pixels repeated, MTCNN finds nothing (the streaks hide it), in a flat
+    # frame of the image's mean grey (faces.PAD_FILLS' default) it finds the face
+    tight = astronaut_gray()[90:165, 190:260]
+    assert MtcnnFaceDetector(pad_fill="edge").detect(tight) == []
+    (face,) = mtcnn.detect(tight)
+    x, y, w, h = face.box
+    assert abs(x + w / 2 - 35) < 12 and abs(y + h / 2 - 35) < 15, face.box     # the middle of the crop
+
+
+def test_an_unknown_pad_fill_stops_with_one_line():
+    with pytest.raises(FerError, match="unknown pad fill 'zero'; allowed: mean, edge"):
+        MtcnnFaceDetector(pad_fill="zero")
+
+
 def test_a_faint_face_that_mtcnn_s_own_stage_thresholds_never_propose_is_found(mtcnn):
     # the astronaut at a sixth of its contrast (a dim, hazy photo): MTCNN with its package's PNet
     # and RNet thresholds (0.6, 0.7) proposes nothing; ours (faces.MTCNN_STAGE_THRESHOLDS) do, and
