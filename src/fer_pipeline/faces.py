@@ -12,11 +12,11 @@ Two detectors sit behind one protocol (``detect(gray) -> list[Face]``):
   and ``haar+whole`` take the whole image only where the detector finds no face.
 
 MTCNN misses faces that touch the image border and faces smaller than its smallest window, so an
-image is padded (a flat frame of its mean grey: ``PAD_FILLS``) and small images are upscaled before it looks; boxes and
-landmarks are mapped back to the photo's coordinates. It also misses faces turned far in the
-image plane (the astronaut turned 50 degrees, ``tests/test_faces.py``), so a photo where the
-upright pass finds no face, or several, is searched again turned by each of ``RETRY_ANGLES``
-(``TURNED_SEARCH``). On the FER2013 round trip this raised faces found from 80.1% to 88.2%
+image is padded (a flat frame of its mean grey: ``PAD_FILLS``) and small images are upscaled
+before it looks; boxes and landmarks are mapped back to the photo's coordinates. It also misses
+faces turned far in the image plane (the astronaut turned 50 degrees, ``tests/test_faces.py``), so
+a photo where the upright pass finds no face, or several, is searched again turned by each of
+``RETRY_ANGLES`` (``TURNED_SEARCH``). On the FER2013 round trip this raised faces found from 80.1% to 88.2%
 (one-face photos on a background: 83% to 92%; group photos 84% to 91%; ``benchmarks/README.md``).
 A photo with exactly one upright face is not searched again: a turned face beside a single
 upright one is still missed. MTCNN's first two stages propose candidates at lower scores than the
@@ -157,8 +157,8 @@ class MtcnnFaceDetector:
     """MTCNN (the ``mtcnn`` package) with five landmarks per face. ``pad``: border added on each
     side as a fraction of the longer side (a face that fills the frame then has room around it),
     filled as ``pad_fill`` says (``PAD_FILLS``); images whose longer side is under ``min_side``
-    are upscaled to it first. ``stage_thresholds``:
-    the scores MTCNN's first two stages (PNet, RNet) need to propose a candidate."""
+    are upscaled to it first. ``stage_thresholds``: the scores MTCNN's first two stages (PNet,
+    RNet) need to propose a candidate."""
 
     name = "mtcnn"
 
@@ -248,8 +248,10 @@ class MtcnnFaceDetector:
         work = cv2.resize(gray, (round(w * scale), round(h * scale)),
                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR) if scale != 1 else gray
         p = int(round(self.pad * max(work.shape)))
-        work = cv2.copyMakeBorder(work, p, p, p, p, cv2.BORDER_REPLICATE) if self.pad_fill == "edge" \
-            else cv2.copyMakeBorder(work, p, p, p, p, cv2.BORDER_CONSTANT, value=int(round(float(work.mean()))))
+        if self.pad_fill == "edge":
+            work = cv2.copyMakeBorder(work, p, p, p, p, cv2.BORDER_REPLICATE)
+        else:
+            work = cv2.copyMakeBorder(work, p, p, p, p, cv2.BORDER_CONSTANT, value=int(round(float(work.mean()))))
         pnet, rnet = self.stage_thresholds
         found = self.model.detect_faces(np.repeat(work[..., None], 3, axis=-1),
                                         threshold_pnet=pnet, threshold_rnet=rnet)
