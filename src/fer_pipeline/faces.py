@@ -75,9 +75,10 @@ MTCNN_STAGE_THRESHOLDS = (0.4, 0.5)   # PNet, RNet
 # (`python benchmarks/photo_roundtrip.py --model M --faces 900 --detectors haar mtcnn~edge mtcnn`,
 # machine I, 2026-11-30, the same 540 photos as the tables before it): faces found 92.3% with
 # "edge", 93.6% with "mean" (faces that fill the frame 82% to 87%), false faces 18 / 17, end to
-# end +1.1 pt. A probe on 450 other faces: 90.9% to 93.1%. Bigger borders did not help (300 fills
-# photos, upright pass only: 73.3% / 76.7% at a quarter of the side, edge / mean, 70.3% / 77.3% at
-# half), nor mirrored edges (70.0%).
+# end +1.1 pt. On 450 other faces (`--faces 450 --detectors mtcnn~edge mtcnn`): 90.9% to 93.3%;
+# on 300 face crops, upright pass only (`--faces 300 --layouts fills --detectors
+# mtcnn-upright~edge mtcnn-upright`): 73.3% to 76.3%. A one-off probe (not kept) found no gain in
+# half a side of padding (70.3% edge, 77.3% mean) or in mirrored edges (70.0%).
 PAD_FILLS = ("mean", "edge")
 SIZE = 48
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # image left / right
