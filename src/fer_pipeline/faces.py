@@ -16,8 +16,9 @@ image is padded (a flat frame of its mean grey: ``PAD_FILLS``) and small images 
 before it looks; boxes and landmarks are mapped back to the photo's coordinates. It also misses
 faces turned far in the image plane (the astronaut turned 50 degrees, ``tests/test_faces.py``), so
 a photo where the upright pass finds no face, or several, is searched again turned by each of
-``RETRY_ANGLES`` (``TURNED_SEARCH``). On the FER2013 round trip this raised faces found from 80.1% to 88.2%
-(one-face photos on a background: 83% to 92%; group photos 84% to 91%; ``benchmarks/README.md``).
+``RETRY_ANGLES`` (``TURNED_SEARCH``). On the FER2013 round trip this raised faces found from 80.1%
+to 88.2% (one-face photos on a background: 83% to 92%; group photos 84% to 91%;
+``benchmarks/README.md``).
 A photo with exactly one upright face is not searched again: a turned face beside a single
 upright one is still missed. MTCNN's first two stages propose candidates at lower scores than the
 package's defaults (``MTCNN_STAGE_THRESHOLDS``): 91.0% found, for more false faces; the search
@@ -77,8 +78,7 @@ MTCNN_STAGE_THRESHOLDS = (0.4, 0.5)   # PNet, RNet
 # "edge", 93.6% with "mean" (faces that fill the frame 82% to 87%), false faces 18 / 17, end to
 # end +1.1 pt. On 450 other faces (`--faces 450 --detectors mtcnn~edge mtcnn`): 90.9% to 93.3%;
 # on 300 face crops, upright pass only (`--faces 300 --layouts fills --detectors
-# mtcnn-upright~edge mtcnn-upright`): 73.3% to 76.3%. A one-off probe (not kept) found no gain in
-# half a side of padding (70.3% edge, 77.3% mean) or in mirrored edges (70.0%).
+# mtcnn-upright~edge mtcnn-upright`): 73.3% to 76.3%.
 PAD_FILLS = ("mean", "edge")
 SIZE = 48
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # image left / right

@@ -181,7 +181,7 @@ def markdown(report: dict, model: str, detector: str) -> str:
         "| figure | value |", "|---|---|",
         f"| photos | {report['images']:,} |",
         f"| faces found | {report['faces_found']:,} (miss rate {pct(report['miss_rate'])}"
-        + (f"; {report['read_whole']:,} of them the whole image, no face detected" if report.get("read_whole") else "")
+        + (f"; {report['read_whole']:,} of them the whole image, no face detected" if report["read_whole"] else "")
         + ") |",
         f"| **accuracy, end to end** | **{pct(report['accuracy'])}** (95% interval {pct(lo)}-{pct(hi)}) |",
         f"| accuracy on photos with a face | {pct(report['accuracy_on_found'])} |",
