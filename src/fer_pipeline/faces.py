@@ -166,7 +166,7 @@ class MtcnnFaceDetector:
     def __init__(self, min_confidence: float = 0.9, pad: float = 0.25, min_side: int = 192,
                  retry_angles: tuple[float, ...] = RETRY_ANGLES, turned_search: str = "unless_one",
                  stage_thresholds: tuple[float, float] = MTCNN_STAGE_THRESHOLDS,
-                 retry_views: tuple[str, ...] = RETRY_VIEWS, pad_fill: str = "mean"):
+                 retry_views: tuple[str, ...] = RETRY_VIEWS, pad_fill: str = PAD_FILLS[0]):
         import logging
 
         logging.getLogger("mtcnn").setLevel(logging.ERROR)
