@@ -68,8 +68,8 @@ def full_params(**sections) -> str:
     (lambda p: p["evaluate"].pop("promote_alpha"),
      "error: params.yaml: evaluate.promote_alpha: missing key"),
     (lambda p: p["train"].__setitem__("labels", "ferplus"),
-     "error: params.yaml: train.labels: input should be 'fer2013', 'ferplus_majority' or 'ferplus_soft', "
-     "got 'ferplus'"),
+     "error: params.yaml: train.labels: input should be 'fer2013', 'ferplus_majority', 'ferplus_soft' or "
+     "'fused', got 'ferplus'"),
     (lambda p: p["train"]["progressive"].__setitem__("epochs", 22),
      "error: params.yaml: train: progressive.epochs (22) must be below epochs (22)"),
 ])

@@ -55,8 +55,25 @@ def test_each_target_keeps_and_drops_the_images_its_rule_names():
     assert v.y.argmax(1).tolist() == v.hard.tolist() == [LABEL_TO_ID["happy"], LABEL_TO_ID["surprise"]]
 
 
+def test_fused_targets_add_fer2013s_label_as_extra_votes_and_keep_every_image():
+    t = make_targets("fused", FER2013, VOTES, training=True, fused_votes=5)
+    assert t.keep.all() and np.allclose(t.y.sum(axis=1), 1.0) and t.dropped == {}
+    happy, angry, sad, fear = (LABEL_TO_ID[n] for n in ("happy", "angry", "sad", "fear"))
+    assert t.y[0][happy] == pytest.approx((7 + 5) / (9 + 5))          # FER2013 agrees with the taggers
+    assert t.y[1][angry] == pytest.approx(9 / 13) and t.y[1][sad] == pytest.approx(4 / 13)   # the tie broken
+    assert t.y[4].tolist() == np.eye(7)[LABEL_TO_ID["neutral"]].tolist()   # no votes: FER2013's label alone
+    assert t.hard[5] == fear and t.y[5][fear] == pytest.approx(8 / 13)   # surprise 5 against fear 3 + 5
+    assert t.hard.tolist()[:2] == [happy, angry]
+    # the same rule on val and test: every image kept, FER2013's label winning a tie
+    tie = make_targets("fused", FER2013, VOTES, training=False, fused_votes=2)
+    assert tie.keep.all() and tie.hard[5] == fear   # surprise 5 against fear 3 + 2: a tie, FER2013's label wins
+    with pytest.raises(FerError, match="fused_votes > 0"):
+        make_targets("fused", FER2013, VOTES, training=True, fused_votes=0)
+
+
 def test_an_unknown_target_is_one_line_listing_the_allowed_ones():
-    with pytest.raises(FerError, match="unknown target 'ferplus'; allowed: fer2013, ferplus_majority, ferplus_soft"):
+    with pytest.raises(FerError,
+                       match="unknown target 'ferplus'; allowed: fer2013, ferplus_majority, ferplus_soft, fused"):
         make_targets("ferplus", FER2013, VOTES, training=True)
 
 

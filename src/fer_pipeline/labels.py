@@ -42,4 +42,4 @@ FERPLUS_COLUMNS: tuple[str, ...] = ("neutral", "happiness", "surprise", "sadness
 FERPLUS_TO_LABEL: dict[str, str] = {"neutral": "neutral", "happiness": "happy", "surprise": "surprise",
                                     "sadness": "sad", "anger": "angry", "disgust": "disgust", "fear": "fear"}
 # Training targets (params: train.labels).
-TARGETS: tuple[str, ...] = ("fer2013", "ferplus_majority", "ferplus_soft")
+TARGETS: tuple[str, ...] = ("fer2013", "ferplus_majority", "ferplus_soft", "fused")

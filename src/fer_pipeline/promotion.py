@@ -86,7 +86,7 @@ class Decision:
 
 
 # train.labels -> the predictions CSV column that holds the labels promotion is judged against
-TARGET_COLUMN = {"fer2013": "actual", "ferplus_majority": "ferplus", "ferplus_soft": "ferplus"}
+TARGET_COLUMN = {"fer2013": "actual", "ferplus_majority": "ferplus", "ferplus_soft": "ferplus", "fused": "ferplus"}
 TARGET_TEXT = {"actual": "FER2013 labels", "ferplus": "FER+ most-voted labels"}
 
 

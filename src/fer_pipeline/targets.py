@@ -13,6 +13,11 @@ and NF = not a face); an image FER+ published no votes for has all ten at zero.
   dropped. Validation and test under this target use the images that have a most-voted label, so
   that an accuracy (argmax of the target) is defined: argmax of the seven-way distribution is
   then that label.
+- ``fused``: the vote distribution with FER2013's own label added as ``train.fused_votes`` extra
+  votes, then renormalised over the seven emotions: the taggers' view, pulled towards FER2013's
+  label. Every image is kept (one without FER+ votes is its FER2013 label alone), in every split;
+  its hard label (accuracy, checkpoint choice) is the fused distribution's argmax, FER2013's label
+  where it ties.
 
 Whatever the training target, the test set is scored twice: against FER2013's labels (every
 PrivateTest image) and against the FER+ most-voted label (the images that have one).
@@ -72,10 +77,22 @@ def check_target(name: str) -> None:
         raise FerError(f"train.labels: unknown target {name!r}; allowed: {', '.join(TARGETS)}")
 
 
-def make_targets(name: str, labels: np.ndarray, votes: np.ndarray | None, training: bool) -> Targets:
+def fused_distribution(labels: np.ndarray, votes: np.ndarray, fer2013_votes: float) -> np.ndarray:
+    """The seven emotion votes plus ``fer2013_votes`` for each image's FER2013 label, renormalised."""
+    votes = np.asarray(votes, np.float64)
+    counts = np.zeros((len(votes), NUM_CLASSES))
+    counts[:, _COLUMN_TO_LABEL] = votes[:, :EMOTIONS]
+    counts[np.arange(len(labels)), labels] += fer2013_votes
+    total = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+
+
+def make_targets(name: str, labels: np.ndarray, votes: np.ndarray | None, training: bool,
+                 fused_votes: float = 0.0) -> Targets:
     """The target ``name`` for one split: ``labels`` FER2013 label ids, ``votes`` (n, 10) FER+
     counts. ``training``: the train split (soft targets keep every image with emotion votes there;
-    val and test keep the images with a most-voted label)."""
+    val and test keep the images with a most-voted label). ``fused_votes``: the weight of
+    FER2013's label under ``fused`` (``train.fused_votes``)."""
     check_target(name)
     labels = np.asarray(labels, np.int64)
     eye = np.eye(NUM_CLASSES, dtype=np.float32)
@@ -85,6 +102,13 @@ def make_targets(name: str, labels: np.ndarray, votes: np.ndarray | None, traini
         raise FerError(f"train.labels {name} needs the FER+ votes, but the preprocessed data has none: "
                        "rerun `dvc repro` (ingest joins data/raw/fer2013_ferplus_votes.csv)")
     votes = np.asarray(votes)
+    if name == "fused":
+        if fused_votes <= 0:
+            raise FerError("train.labels fused needs train.fused_votes > 0 (FER2013's label as that many votes)")
+        dist = fused_distribution(labels, votes, fused_votes)
+        # FER2013's label wins a tie: a tiny bonus that moves no other argmax
+        hard = (dist + 1e-9 * np.eye(NUM_CLASSES)[labels]).argmax(axis=1).astype(np.int64)
+        return Targets(np.ones(len(labels), bool), dist.astype(np.float32), hard, {})
     majority = most_voted(votes)
     no_votes = votes.sum(axis=1) == 0
     if name == "ferplus_majority" or not training:

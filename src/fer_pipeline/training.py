@@ -260,10 +260,11 @@ def augmentation_preview(x: np.ndarray, aug: AugmentConfig, n: int = 8, seed: in
                       "Training augmentation preview")
 
 
-def training_targets(data: str, labels: str):
+def training_targets(data: str, labels: str, fused_votes: float = 0.0):
     """``(train (x, y), val (x, y), dropped)`` under the target ``labels`` (``targets`` module): y is
     label ids for ``fer2013`` (the stream of the plain pipeline), else (n, 7) target rows; images a
-    FER+ target cannot use are left out and counted per split and reason."""
+    FER+ target cannot use are left out and counted per split and reason. ``fused_votes``: the
+    weight of FER2013's label under ``fused``."""
     from .fsutil import load_split, load_votes
     from .targets import check_target, make_targets
 
@@ -274,7 +275,7 @@ def training_targets(data: str, labels: str):
         if labels == "fer2013":
             out.append((x, y))
             continue
-        t = make_targets(labels, y, load_votes(data, split), training=split == "train")
+        t = make_targets(labels, y, load_votes(data, split), training=split == "train", fused_votes=fused_votes)
         out.append((x[t.keep], t.y))
         dropped[split] = t.dropped
     return out[0], out[1], dropped
@@ -293,7 +294,7 @@ def run_train(params: dict, *, data: str, preprocess_report: str, model: str, ru
 
     cfg = params["train"]
     placement = place(cfg["distribute"], int(cfg["distribute_timeout_s"]))
-    train_xy, val_xy, dropped = training_targets(data, cfg["labels"])
+    train_xy, val_xy, dropped = training_targets(data, cfg["labels"], float(cfg["fused_votes"]))
     prep = json.loads(Path(preprocess_report).read_text())  # class weights
     weights = list(prep["class_weights"].values())
     if cfg["labels"] != "fer2013" and any(w != 1.0 for w in weights):
