@@ -1,12 +1,13 @@
-"""Where the face detector puts the eyes, nose and mouth on FER2013's own training faces: the
-template that aligned photo crops are mapped onto (``fer_pipeline.faces.TEMPLATE``).
+"""Where a face detector puts the eyes, nose and mouth on FER2013's own training faces: the
+template that its aligned photo crops are mapped onto (``fer_pipeline.faces.TEMPLATES``).
 
-    python benchmarks/face_geometry.py [--faces 3000] [--upscale 4]
+    python benchmarks/face_geometry.py [--detector yunet|mtcnn] [--faces 3000] [--upscale 4]
 
 Each face is upscaled (bicubic) and given to the detector exactly as a photo that a face fills
-would be (``MtcnnFaceDetector.detect`` pads it); the five landmarks of its most confident face,
-mapped back to 48x48 coordinates, are collected, and the median of each is printed as the
-template, with the spread (interquartile range) and how many faces were found.
+would be; the five landmarks of its most confident face, mapped back to 48x48 coordinates, are
+collected, and the median of each is printed, with the spread (interquartile range) and how many
+faces were found, then the template: those medians mirror-averaged (training flips faces, so the
+model sees both sides alike: eyes level, symmetric about x = 24).
 """
 
 import argparse
@@ -21,15 +22,16 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=3000)
     ap.add_argument("--upscale", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--detector", default="yunet", choices=["yunet", "mtcnn"])
     a = ap.parse_args()
 
     import cv2
 
-    from fer_pipeline.faces import LANDMARKS, MtcnnFaceDetector
+    from fer_pipeline.faces import LANDMARKS, make_detector
 
     x = np.load(a.data)["x"][..., 0]
     idx = np.random.default_rng(a.seed).choice(len(x), size=min(a.faces, len(x)), replace=False)
-    det = MtcnnFaceDetector()
+    det = make_detector(a.detector)
     points, t0 = [], time.perf_counter()
     for i in idx:
         big = cv2.resize(x[i], (48 * a.upscale, 48 * a.upscale), interpolation=cv2.INTER_CUBIC)
@@ -42,9 +44,16 @@ def main() -> None:
           f"{(time.perf_counter() - t0) / len(idx) * 1000:.0f} ms per face")
     med = np.median(pts, axis=0)
     q1, q3 = np.percentile(pts, 25, axis=0), np.percentile(pts, 75, axis=0)
-    print("TEMPLATE = {")
     for k, m, lo, hi in zip(LANDMARKS, med, q1, q3):
-        print(f'    "{k}": ({m[0]:.1f}, {m[1]:.1f}),   # IQR x {lo[0]:.1f}-{hi[0]:.1f}, y {lo[1]:.1f}-{hi[1]:.1f}')
+        print(f"median {k}: ({m[0]:.1f}, {m[1]:.1f})   IQR x {lo[0]:.1f}-{hi[0]:.1f}, y {lo[1]:.1f}-{hi[1]:.1f}")
+    m = dict(zip(LANDMARKS, med))
+    pairs = (("left_eye", "right_eye"), ("mouth_left", "mouth_right"))
+    print(f"TEMPLATE ({a.detector}, mirror-averaged) = {{")
+    for left, right in pairs:   # each pair level, symmetric about x = 24
+        half = (m[right][0] - m[left][0]) / 2
+        y = (m[left][1] + m[right][1]) / 2
+        print(f'    "{left}": ({24 - half:.2f}, {y:.2f}),\n    "{right}": ({24 + half:.2f}, {y:.2f}),')
+    print(f'    "nose": (24.0, {m["nose"][1]:.2f}),')
     print("}")
 
 

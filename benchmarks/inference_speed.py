@@ -1,6 +1,7 @@
 """Inference speed: batched faces/s (Keras and TFLite), and one photo end to end, stage by stage.
 
     python benchmarks/inference_speed.py [--model models/model.keras] [--tflite models/model.tflite]
+                                         [--detectors haar yunet mtcnn]
 
 Cold start = loading the model and the first photo (Haar). Then, for each detector, the median over
 ``--repeat`` warm runs of each stage of the photo path that ``fer predict`` and the service take:
@@ -22,6 +23,8 @@ def main() -> None:
     ap.add_argument("--tflite", default="models/model.tflite")
     ap.add_argument("--faces", type=int, default=4096)
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--detectors", nargs="+", default=["haar", "yunet", "mtcnn"],
+                    help="the photo path with each (the first is the ratios' base)")
     a = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -40,8 +43,9 @@ def main() -> None:
     stages = ("decode", "detect", "crop", "classify")
     totals = {}
     print(f"one {rgb.shape[1]}x{rgb.shape[0]} JPEG photo, warm, median of {a.repeat} (ms):")
-    print(f"{'detector':>9} " + " ".join(f"{s_:>9}" for s_ in stages) + f" {'total':>9} {'x Haar':>7}")
-    for name in ("haar", "mtcnn"):
+    base = a.detectors[0]
+    print(f"{'detector':>9} " + " ".join(f"{s_:>9}" for s_ in stages) + f" {'total':>9} {'x ' + base:>9}")
+    for name in a.detectors:
         detector = make_detector(name)
         analyse([("astronaut", decode_image(jpeg))], predictor, detector)  # warm-up
         per = {s_: [] for s_ in (*stages, "total")}
@@ -57,7 +61,7 @@ def main() -> None:
         med = {k: 1000 * statistics.median(v) for k, v in per.items()}
         totals[name] = med["total"]
         print(f"{name:>9} " + " ".join(f"{med[s_]:9.1f}" for s_ in stages)
-              + f" {med['total']:9.1f} {med['total'] / totals['haar']:7.2f}  ({len(res[0].faces)} face)")
+              + f" {med['total']:9.1f} {med['total'] / totals[base]:9.2f}  ({len(res[0].faces)} face)")
 
     faces = np.random.default_rng(0).integers(0, 256, (a.faces, 48, 48, 1)).astype(np.float32)
     for label, spec in (("keras", a.model), ("tflite", a.tflite)):

@@ -18,12 +18,18 @@ defaults) instead of ``faces.MTCNN_STAGE_THRESHOLDS``;
 ``mtcnn-upright~edge/0.6,0.7:mirrored@0.7``. ``whole`` and ``mtcnn+whole`` are ``fer predict``'s detectors
 for face crops (the whole image as the face; ``--layouts fills`` draws face crops only).
 
-Each face goes into one of three layouts, in turn:
+``yunet-upright`` names YuNet without its turned views (``faces.YUNET_TURNS``), ``yunet@0.5`` YuNet
+at that score threshold instead of params.yaml's ``predict.detector_threshold``.
+
+Each face goes into one of five layouts, in turn:
 - ``scene``: upscaled 3-8x, rotated up to +-20 degrees, on a background (texture, gradient or
   noise), shifted; the face keeps FER2013's margin around it;
 - ``fills``: the photo is the face alone, upscaled 3-8x and rotated, cut to its central 80%
   (no margin: the face fills the frame, as in a selfie or a face crop);
-- ``group``: three faces, each upscaled and rotated, side by side on one background.
+- ``group``: three faces, each upscaled and rotated, side by side on one background;
+- ``small``: one face of 29-72 px (0.6-1.5x) in a photo 5-8 times its size: the resolution a face
+  far from the camera has;
+- ``turned``: as ``scene``, the face turned 25-45 degrees either way in the image plane.
 A face counts as found when a detected face's centre lies within 40% of its size from the true
 centre; a detected face near no placed face counts as a false face. Accuracy end to end counts a
 missed face wrong. Labels: FER2013's, and (a column of its own) the FER+ most-voted label where
@@ -85,10 +91,12 @@ def make_photo(rng, faces: list[np.ndarray], layout: str) -> tuple[np.ndarray, l
         cut = int(0.1 * side)
         photo = big[cut:side - cut, cut:side - cut].copy()
         return photo, [(photo.shape[1] / 2, photo.shape[0] / 2, 0.8 * side)]
-    scales = rng.uniform(3, 8, len(faces)) if layout == "scene" else rng.uniform(3, 5, len(faces))
+    scales = {"group": (3, 5), "small": (0.6, 1.5)}.get(layout, (3, 8))
+    scales = rng.uniform(*scales, len(faces))
     sides = 48 * scales
-    w = int(sides.sum() * 1.6 + 80) if layout == "group" else int(sides[0] * rng.uniform(2.0, 3.0))
-    h = int(sides.max() * rng.uniform(1.8, 2.4))
+    room = (5, 8) if layout == "small" else (2.0, 3.0)
+    w = int(sides.sum() * 1.6 + 80) if layout == "group" else int(sides[0] * rng.uniform(*room))
+    h = int(sides.max() * (rng.uniform(4, 6) if layout == "small" else rng.uniform(1.8, 2.4)))
     photo = backgrounds(rng, h, w)
     truth, x = [], 0.3 * sides[0] + 20
     for face, s, side in zip(faces, scales, sides):
@@ -97,12 +105,13 @@ def make_photo(rng, faces: list[np.ndarray], layout: str) -> tuple[np.ndarray, l
         else:
             cx = rng.uniform(0.75 * side, w - 0.75 * side)
         cy = rng.uniform(0.75 * side, h - 0.75 * side)
-        place(photo, face, cx, cy, s, rng.uniform(-20, 20))
+        angle = rng.uniform(25, 45) * rng.choice([-1, 1]) if layout == "turned" else rng.uniform(-20, 20)
+        place(photo, face, cx, cy, s, angle)
         truth.append((cx, cy, side))
     return photo, truth
 
 
-LAYOUTS = ("scene", "fills", "group")
+LAYOUTS = ("scene", "fills", "group", "small", "turned")
 
 
 def make_photos(rng, faces: np.ndarray, layouts: tuple[str, ...] = LAYOUTS
@@ -133,7 +142,7 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=900)
     ap.add_argument("--detectors", nargs="+", default=["haar", "mtcnn"])
     ap.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS),
-                    help="only these layouts (fills: face crops; the default draw takes all three in turn)")
+                    help="only these layouts (fills: face crops; the default draw takes all five in turn)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args()
@@ -187,8 +196,14 @@ class Remembered:
 def detector_named(name: str):
     """``mtcnn-upright``, ``mtcnn/0.6,0.7``, ``mtcnn:mirrored``, ``mtcnn~edge``, ``mtcnn@0.7`` (the module
     docstring)."""
-    from fer_pipeline.faces import DETECTORS, make_detector
+    from fer_pipeline.faces import DETECTORS, YuNetFaceDetector, make_detector
+    from fer_pipeline.predict import photo_settings
 
+    if name.startswith("yunet"):
+        kind, _, threshold = name.partition("@")
+        s = photo_settings()
+        options = {"turns": ()} if kind == "yunet-upright" else {}
+        return YuNetFaceDetector(float(threshold or s["detector_threshold"]), s["detector_min_side"], **options)
     kind, _, threshold = name.partition("@")
     kind, colon, views = kind.partition(":")
     kind, _, stages = kind.partition("/")
@@ -251,17 +266,22 @@ def read_back(photos, y, fp, direct, predictor, detector: Remembered, first: boo
             "accuracy_ferplus": round(float((pred[has_fp] == fp[has_fp]).mean()), 4)
             if has_fp.any() else None,
             "seconds_per_photo": round(seconds / len(photos), 4) if first else None,
-            "by_layout": {lay: {"found": round(float(found[m].mean()), 4),
-                                "accuracy": round(float(right[m].mean()), 4)} for lay, m in by_layout.items()}}
+            "by_layout": {lay: {"faces": len(m), "found": round(float(found[m].mean()), 4),
+                                "accuracy": round(float(right[m].mean()), 4),
+                                "gap_points": round(100 * float(right[m].mean() - (direct[m] == y[m]).mean()), 2)}
+                          for lay, m in by_layout.items()}}
 
 
 def print_table(m: dict, results: dict) -> None:
     first = results["models"][0]["detectors"]
     base = first.get("haar", {}).get("seconds_per_photo")
+    fp = 100 * (m["direct_accuracy_ferplus"] or 0)
     print(f"{results['faces']} PrivateTest faces in {results['photos']} photos; model {m['model']}; direct "
-          f"accuracy {100 * m['direct_accuracy']:.1f}% (FER+ labels {100 * (m['direct_accuracy_ferplus'] or 0):.1f}%)")
+          f"accuracy {100 * m['direct_accuracy']:.1f}% (FER+ labels {fp:.1f}%)")
+    layouts = list(next(iter(m["detectors"].values()))["by_layout"]) if m["detectors"] else []
     print("| detector | faces found | accuracy end to end (95% interval) | on found faces | gap to direct (McNemar p) "
-          "| FER+ labels end to end | found / accuracy: scene, fills, group | false faces | time per photo (x Haar) |")
+          f"| FER+ labels end to end | found / accuracy: {', '.join(layouts)} | false faces "
+          "| time per photo (x Haar) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in m["detectors"].items():
         lay = ", ".join(f"{100 * v['found']:.0f}/{100 * v['accuracy']:.0f}%" for v in r["by_layout"].values())
@@ -271,6 +291,13 @@ def print_table(m: dict, results: dict) -> None:
               f"{100 * r['accuracy_ci95'][1]:.1f}) | {100 * (r['accuracy_on_found'] or 0):.1f}% | "
               f"{r['gap_points']:+.1f} pt (p = {r['p_vs_direct']:.2g}) | {100 * (r['accuracy_ferplus'] or 0):.1f}% | "
               f"{lay} | {r['false_faces']} | {when} |")
+    print("\nby layout: faces found / end to end / gap to the model alone on the same faces")
+    print("| layout | faces | " + " | ".join(m["detectors"]) + " |")
+    print("|---|---|" + "---|" * len(m["detectors"]))
+    for lay in layouts:
+        cells = [m["detectors"][d]["by_layout"][lay] for d in m["detectors"]]
+        print(f"| {lay} | {cells[0]['faces']} | " + " | ".join(
+            f"{100 * c['found']:.1f}% / {100 * c['accuracy']:.1f}% / {c['gap_points']:+.1f} pt" for c in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Load on the photo service: N concurrent clients x M requests each, real photos, on loopback.
 
     python benchmarks/serve_load.py [--model models/model.keras] [--clients 8] [--requests 10] [--workers 1 2]
+                                    [--detectors yunet haar mtcnn]
 
-For each worker count it starts `fer serve --workers W`, waits for /health, sends the requests
+For each detector and worker count it starts `fer serve --workers W`, waits for /health, sends the requests
 (each one photo: scikit-image's astronaut, 512x512, one face), and prints p50/p99 latency,
 throughput, errors, /health's worst latency while under load, and the server's peak resident
 memory (all its processes, sampled every 50 ms). The throughput of the later worker counts is
@@ -134,15 +135,18 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=10, help="per client")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--detector", default="haar", choices=["haar", "mtcnn"])
+    ap.add_argument("--detectors", nargs="+", default=["yunet", "haar", "mtcnn"],
+                    choices=["yunet", "haar", "mtcnn"])
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args()
-    rows = [run(a.model, w, a.clients, a.requests, a.detector) for w in a.workers]
-    print(f"{a.clients} clients x {a.requests} requests, one 512x512 photo each, detector {a.detector}")
-    print("| workers | requests | errors | p50 | p99 | throughput (x first) | /health worst | peak memory |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = [{"detector": d, **run(a.model, w, a.clients, a.requests, d)} for d in a.detectors for w in a.workers]
+    print(f"{a.clients} clients x {a.requests} requests, one 512x512 photo each")
+    print("| detector | workers | requests | errors | p50 | p99 | throughput (x first row) | /health worst "
+          "| peak memory |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['workers']} | {r['requests']} | {r['errors']} | {r['p50_ms']} ms | {r['p99_ms']} ms | "
+        print(f"| {r['detector']} | {r['workers']} | {r['requests']} | {r['errors']} | {r['p50_ms']} ms | "
+              f"{r['p99_ms']} ms | "
               f"{r['requests_per_s']}/s ({r['requests_per_s'] / rows[0]['requests_per_s']:.2f}x) | "
               f"{r['health_max_ms']} ms | {r['peak_rss_mb']} MB |")
     if a.json:

@@ -18,11 +18,12 @@ def test_the_load_benchmark_runs_and_reports_every_request(tmp_path):
     out = tmp_path / "load.json"
     r = subprocess.run([sys.executable, str(REPO / "benchmarks/serve_load.py"), "--model",
                         str(tiny_model_file(tmp_path / "tiny.keras")), "--clients", "2", "--requests", "2",
-                        "--workers", "1", "--json", str(out)], capture_output=True, text=True, timeout=600)
+                        "--workers", "1", "--detectors", "yunet", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     (row,) = json.loads(out.read_text())
     assert row["requests"] == 4 and row["errors"] == 0 and row["p99_ms"] >= row["p50_ms"] > 0
-    assert row["peak_rss_mb"] > 100 and "| 1 | 4 | 0 |" in r.stdout
+    assert row["peak_rss_mb"] > 100 and "| yunet | 1 | 4 | 0 |" in r.stdout
 
 
 def test_the_round_trip_benchmark_runs_on_a_tiny_test_split(tmp_path):
@@ -30,21 +31,25 @@ def test_the_round_trip_benchmark_runs_on_a_tiny_test_split(tmp_path):
 
     from conftest import synthetic_face
 
-    x = np.stack([synthetic_face(i) for i in range(6)])[..., None]
-    np.savez(tmp_path / "test.npz", x=x, y=np.arange(6) % 7, votes=np.zeros((6, 10), np.int16))
+    x = np.stack([synthetic_face(i) for i in range(8)])[..., None]
+    np.savez(tmp_path / "test.npz", x=x, y=np.arange(8) % 7, votes=np.zeros((8, 10), np.int16))
     out = tmp_path / "rt.json"
     model = str(tiny_model_file(tmp_path / "tiny.keras"))
     r = subprocess.run([sys.executable, str(REPO / "benchmarks/photo_roundtrip.py"), "--model", model, model,
-                        "--data", str(tmp_path / "test.npz"), "--faces", "6", "--detectors", "haar",
+                        "--data", str(tmp_path / "test.npz"), "--faces", "8", "--detectors", "haar",
                         "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert res["faces"] == 6 and res["photos"] == 4 and len(res["models"]) == 2
+    assert res["faces"] == 8 and res["photos"] == 6 and len(res["models"]) == 2
     first, second = (m["detectors"]["haar"] for m in res["models"])
-    assert set(first["by_layout"]) == {"scene", "fills", "group"}
+    # the small-face and turned layouts report their own rows, each with its gap to the model alone
+    assert set(first["by_layout"]) == {"scene", "fills", "group", "small", "turned"}
+    assert first["by_layout"]["small"]["faces"] == first["by_layout"]["turned"]["faces"] == 1
+    assert "| small | 1 |" in r.stdout and "| turned | 1 |" in r.stdout
     # one table per model on the same photos; the time per photo is the first model's (it detected)
     assert second["found"] == first["found"] and second["seconds_per_photo"] is None
-    assert first["seconds_per_photo"] > 0 and r.stdout.count("| haar |") == 2
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| haar |")]
+    assert first["seconds_per_photo"] > 0 and len(rows) == 2
     # face crops only (--layouts fills): the whole image is a face each time for `whole`
     r = subprocess.run([sys.executable, str(REPO / "benchmarks/photo_roundtrip.py"), "--model", model,
                         "--data", str(tmp_path / "test.npz"), "--faces", "3", "--layouts", "fills",
@@ -66,14 +71,15 @@ def test_the_input_and_backend_benchmark_runs_every_row():
     assert len(rows) == 4 and "JAX, FaceBatches" in r.stdout and "augment.py at HEAD" in r.stdout, r.stdout
 
 
-def test_the_inference_benchmark_times_every_stage_for_both_detectors(tmp_path):
+def test_the_inference_benchmark_times_every_stage_for_every_detector(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "benchmarks/inference_speed.py"), "--model",
                         str(tiny_model_file(tmp_path / "tiny.keras")), "--tflite", str(tmp_path / "none.tflite"),
                         "--repeat", "2", "--faces", "64"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.split()}
     assert lines["haar"][6] == "1.00", r.stdout     # decode detect crop classify total, x Haar
-    assert len(lines["mtcnn"]) >= 7 and all(float(v) >= 0 for v in lines["mtcnn"][1:6]), r.stdout
+    for name in ("yunet", "mtcnn"):
+        assert len(lines[name]) >= 7 and all(float(v) >= 0 for v in lines[name][1:6]), r.stdout
     assert "keras: batched inference" in r.stdout and "tflite:" in r.stdout
 
 
@@ -86,6 +92,8 @@ def test_the_round_trip_names_detector_variants():
         ("edge", (), (), (0.6, 0.7), 0.7)
     d = roundtrip.detector_named("mtcnn:")
     assert (d.pad_fill, d.retry_views, d.turned_search) == ("mean", (), "unless_one")
+    d = roundtrip.detector_named("yunet-upright@0.5")
+    assert (d.turns, d.threshold) == ((), 0.5) and roundtrip.detector_named("yunet").turns
 
 
 def test_the_detector_probe_runs_with_mtcnn_alone(tmp_path):

@@ -12,9 +12,12 @@ from fer_pipeline.faces import (
     DETECTOR_NAMES,
     LANDMARKS,
     TEMPLATE,
+    TEMPLATES,
+    YUNET_FILE,
     HaarFaceDetector,
     MtcnnFaceDetector,
     WholeImageIfNone,
+    YuNetFaceDetector,
     align_face,
     eye_angle,
     face_crop,
@@ -29,6 +32,11 @@ from helpers import astronaut_gray, repo_params, write_png
 @pytest.fixture(scope="module")
 def mtcnn():
     return MtcnnFaceDetector()
+
+
+@pytest.fixture(scope="module")
+def yunet():
+    return make_detector("yunet", repo_params()["predict"])
 
 
 def rotated(img: np.ndarray, angle: float) -> np.ndarray:
@@ -103,6 +111,60 @@ def test_a_face_that_fills_the_whole_image_is_found(mtcnn):
         assert w > 0.6 * img.shape[1]               # it is the whole image, not a part of it
 
 
+def test_yunet_the_default_finds_the_astronaut_with_five_landmarks_in_place(yunet):
+    assert repo_params()["predict"]["detector"] == "yunet" and isinstance(yunet, YuNetFaceDetector)
+    (face,) = yunet.detect(astronaut_gray())
+    x, y, w, h = face.box
+    assert abs(x + w / 2 - 224) < 15 and abs(y + h / 2 - 118) < 20       # where MTCNN and Haar put it
+    (lx, ly), (rx, ry) = face.landmarks["left_eye"], face.landmarks["right_eye"]
+    assert lx < rx and abs(ly - ry) < 6 and y < ly < face.landmarks["nose"][1] < face.landmarks["mouth_left"][1]
+    assert face.landmarks["mouth_left"][0] < face.landmarks["mouth_right"][0] and face.detector == "yunet"
+
+
+@pytest.mark.parametrize("angle", [-30, 20])
+def test_yunet_s_crop_puts_the_eyes_where_its_template_says(yunet, angle):
+    photo = rotated(astronaut_gray(), angle)
+    (face,) = yunet.detect(photo)
+    assert abs(eye_angle(face.landmarks)) > 12                           # turned in the photo...
+    crop = face_crop(photo, face)
+    (again,) = yunet.detect(cv2.resize(crop, (192, 192), interpolation=cv2.INTER_CUBIC))
+    assert abs(eye_angle(again.landmarks)) < 8                           # ...level in the crop, to within
+    off = [np.hypot(*(np.array(again.landmarks[k]) / 4 - TEMPLATES["yunet"][k]))   # half the step of YUNET_TURNS;
+           for k in ("left_eye", "right_eye", "mouth_left", "mouth_right")]        # each landmark near its place
+    assert np.mean(off) < 3.5 and max(off) < 4.5, off
+    # without the turned views, YuNet's landmarks stay level on a turned face: the crop stays turned
+    (plain,) = YuNetFaceDetector(0.6, 192, turns=()).detect(photo)
+    (again,) = yunet.detect(cv2.resize(face_crop(photo, plain), (192, 192), interpolation=cv2.INTER_CUBIC))
+    assert abs(eye_angle(again.landmarks)) > 12
+    # each detector's landmarks map onto its own template: YuNet's mouth sits higher than MTCNN's
+    assert TEMPLATES["yunet"]["mouth_left"][1] < TEMPLATES["mtcnn"]["mouth_left"][1] - 0.5
+
+
+def test_yunet_finds_a_face_that_fills_the_whole_image_and_a_small_one(yunet):
+    astro = astronaut_gray()
+    for img in (astro[90:165, 190:260], astro[75:180, 180:270]):   # cut inside the outline; cheek to cheek
+        (face,) = yunet.detect(img)
+        assert face.box[2] > 0.6 * img.shape[1]
+    small = cv2.resize(astro, (96, 96), interpolation=cv2.INTER_AREA)     # a face of about 18 px
+    (face,) = yunet.detect(small)                                          # found by the upscale
+    assert abs(face.box[0] + face.box[2] / 2 - 42) < 5
+    assert YuNetFaceDetector(0.6, 0).detect(small) == []                  # not without it
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "changed"])
+def test_a_missing_or_damaged_detector_file_is_one_line(tmp_path, damage):
+    bad = tmp_path / YUNET_FILE.name
+    if damage == "truncated":
+        bad.write_bytes(YUNET_FILE.read_bytes()[:1000])
+    elif damage == "changed":
+        data = bytearray(YUNET_FILE.read_bytes())
+        data[5000] ^= 0xFF
+        bad.write_bytes(bytes(data))
+    word = "missing" if damage == "missing" else "damaged"
+    with pytest.raises(FerError, match=f"^the YuNet face detector file is {word}: .*reinstall the package"):
+        YuNetFaceDetector(0.6, 192, model_file=bad)
+
+
 def test_a_face_cut_at_the_brows_and_chin_is_found_in_a_flat_grey_frame(mtcnn):
     # tighter than the test above: cut inside the face's outline, the face touches every border;
     # padded with its edge pixels repeated, MTCNN finds nothing (the streaks hide it), in a flat
@@ -158,11 +220,11 @@ def test_an_unknown_retry_view_stops_with_one_line():
         MtcnnFaceDetector(retry_views=("mirrored", "sideways"))
 
 
-@pytest.mark.parametrize("detector", ["haar", "mtcnn"])
-def test_a_photo_without_a_face_gives_no_face_and_no_error(detector, mtcnn):
+@pytest.mark.parametrize("detector", ["haar", "mtcnn", "yunet"])
+def test_a_photo_without_a_face_gives_no_face_and_no_error(detector, mtcnn, yunet):
     from skimage import data
 
-    det = mtcnn if detector == "mtcnn" else HaarFaceDetector()
+    det = {"mtcnn": mtcnn, "yunet": yunet}.get(detector) or HaarFaceDetector()
     for img in (data.brick(), np.full((300, 400), 127, np.uint8), np.zeros((5, 5), np.uint8)):
         assert det.detect(img) == []
 
@@ -189,8 +251,8 @@ def test_face_crops_are_read_whole_where_the_detector_finds_no_face(mtcnn):
 
 
 def test_an_unknown_detector_name_stops_with_one_line_listing_the_allowed():
-    with pytest.raises(FerError, match=r"unknown face detector 'mtcnn\+crop'; allowed: mtcnn, haar, mtcnn\+whole, "
-                                       r"haar\+whole, whole"):
+    with pytest.raises(FerError, match=r"unknown face detector 'mtcnn\+crop'; allowed: yunet, mtcnn, haar, "
+                                       r"yunet\+whole, mtcnn\+whole, haar\+whole, whole"):
         make_detector("mtcnn+crop")
 
 

@@ -1,15 +1,20 @@
 """Faces in photos: detectors, and the 48x48 crop the model reads.
 
-Two detectors sit behind one protocol (``detect(gray) -> list[Face]``):
+Detectors sit behind one protocol (``detect(gray) -> list[Face]``):
 
+- ``yunet`` (the default): OpenCV's ``FaceDetectorYN`` running YuNet, whose 232 KB ONNX file ships
+  inside this package (``assets/yunet/``, Apache-2.0, its sha256 checked before loading). Five
+  landmarks per face, so the crop is aligned as for ``mtcnn`` (with ``TEMPLATES["yunet"]``, measured
+  with YuNet's own landmarks), in milliseconds. Its threshold and the side small images are
+  upscaled to come from params.yaml's ``predict`` section.
 - ``mtcnn``: the ``mtcnn`` package (MIT; its weights ship inside the wheel; runs on the TensorFlow
   we ship). It gives five landmarks per face, so the crop can be **aligned**: rotated so the eyes
   are level, then scaled and placed so that the eyes, nose and mouth sit where they sit in
   FER2013's training faces (``TEMPLATE``). A model trained on FER2013 learned FER2013's framing;
   a detector's box plus a margin frames faces differently, and the model reads them worse.
 - ``haar``: OpenCV's frontal-face cascade (no landmarks): the box grown by a margin, resized.
-- ``whole``: no detection, the whole image is the face (folders of face crops); ``mtcnn+whole``
-  and ``haar+whole`` take the whole image only where the detector finds no face.
+- ``whole``: no detection, the whole image is the face (folders of face crops); ``yunet+whole``,
+  ``mtcnn+whole`` and ``haar+whole`` take the whole image only where the detector finds no face.
 
 MTCNN misses faces that touch the image border and faces smaller than its smallest window, so an
 image is padded (a flat frame of its mean grey: ``PAD_FILLS``) and small images are upscaled
@@ -28,9 +33,11 @@ of repeated edge pixels: 93.6% (``PAD_FILLS``).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -100,12 +107,25 @@ TEMPLATE: dict[str, tuple[float, float]] = {
 }
 
 
+# Where YuNet puts the five landmarks on the same Training faces (its mouth corners sit higher than
+# MTCNN's), mirror-averaged like TEMPLATE: `python benchmarks/face_geometry.py --detector yunet --faces 1500`.
+TEMPLATE_YUNET: dict[str, tuple[float, float]] = {
+    "left_eye": (14.97, 18.25),
+    "right_eye": (33.03, 18.25),
+    "nose": (24.0, 28.4),
+    "mouth_left": (16.81, 36.19),
+    "mouth_right": (31.19, 36.19),
+}
+TEMPLATES = {"mtcnn": TEMPLATE, "yunet": TEMPLATE_YUNET}   # detector -> the template its landmarks map onto
+
+
 @dataclass
 class Face:
     box: tuple[int, int, int, int]                          # x, y, w, h in the photo
     landmarks: dict[str, tuple[float, float]] | None = None  # LANDMARKS, photo coordinates
     score: float | None = None                               # the detector's confidence
     whole_image: bool = False                                # no detection: the image is the face
+    detector: str = "mtcnn"                                  # whose landmarks: the key of TEMPLATES
 
 
 class FaceDetector(Protocol):
@@ -151,7 +171,7 @@ class HaarFaceDetector:
         boxes = self.cascade.detectMultiScale(small, scaleFactor=self.scale_factor,
                                               minNeighbors=self.min_neighbors,
                                               minSize=(self.min_size, self.min_size))
-        return _in_order([Face(tuple(int(round(v / scale)) for v in b)) for b in boxes])
+        return _in_order([Face(tuple(int(round(v / scale)) for v in b), detector="haar") for b in boxes])
 
 
 class MtcnnFaceDetector:
@@ -269,6 +289,97 @@ class MtcnnFaceDetector:
         return _in_order(faces)
 
 
+YUNET_FILE = Path(__file__).parent / "assets" / "yunet" / "face_detection_yunet_2023mar.onnx"
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+# YuNet finds faces turned in the image plane but puts their eyes level as if they were upright,
+# so each face's surroundings are searched again turned by these degrees and the landmarks of the
+# best-scoring view are kept (the alignment then levels the face). Chosen by the round trip's
+# turned layout: `python benchmarks/photo_roundtrip.py --detectors yunet yunet-upright`.
+YUNET_TURNS = (-30.0, -15.0, 15.0, 30.0)
+
+
+def checked_file(path: Path, sha256: str, what: str) -> Path:
+    """``path`` if its bytes have the sha256 ``sha256``; else one line saying what is wrong."""
+    if not path.is_file():
+        raise FerError(f"{what} is missing: {path} (reinstall the package: pip install -e .)")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        raise FerError(f"{what} is damaged: {path} does not have the sha256 the package records "
+                       "(reinstall the package: pip install -e .)")
+    return path
+
+
+class YuNetFaceDetector:
+    """YuNet through OpenCV's ``FaceDetectorYN``: boxes, five landmarks and a score per face.
+    ``threshold``: the score a face must reach; images whose longer side is under ``min_side`` are
+    upscaled to it first, and larger than ``DETECT_MAX_SIDE`` downscaled to it; boxes and landmarks
+    come back in the photo's coordinates. ``turns``: ``YUNET_TURNS`` (none: the upright pass alone)."""
+
+    name = "yunet"
+
+    def __init__(self, threshold: float, min_side: int, model_file: Path = YUNET_FILE,
+                 turns: tuple[float, ...] = YUNET_TURNS):
+        import cv2
+
+        path = checked_file(Path(model_file), YUNET_SHA256, "the YuNet face detector file")
+        self.threshold, self.min_side, self.turns = float(threshold), int(min_side), tuple(turns)
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.threshold, 0.3, 5000)
+        except cv2.error as exc:
+            raise FerError(f"OpenCV cannot load the YuNet face detector {path}: {str(exc).strip()[:120]}") from None
+
+    def detect(self, gray: np.ndarray) -> list[Face]:
+        faces = self._detect(gray)
+        return [self._levelled(gray, f) for f in faces] if self.turns else faces
+
+    def _levelled(self, gray: np.ndarray, face: Face) -> Face:
+        """``face`` with the landmarks of the view of its surroundings, turned by each of ``turns``,
+        where YuNet scores the face highest (mapped back to the photo); its box stays."""
+        import cv2
+
+        x, y, bw, bh = face.box
+        r = int(round(max(bw, bh)))
+        cx, cy = int(round(x + bw / 2)), int(round(y + bh / 2))
+        H, W = gray.shape[:2]
+        region = cv2.copyMakeBorder(gray[max(0, cy - r):min(H, cy + r), max(0, cx - r):min(W, cx + r)],
+                                    max(0, r - cy), max(0, cy + r - H), max(0, r - cx), max(0, cx + r - W),
+                                    cv2.BORDER_REPLICATE)
+        best = face
+        for angle in self.turns:
+            m = cv2.getRotationMatrix2D((r, r), angle, 1.0)
+            near = [f for f in self._detect(cv2.warpAffine(region, m, (2 * r, 2 * r), borderMode=cv2.BORDER_REPLICATE))
+                    if abs(f.box[0] + f.box[2] / 2 - r) < r / 2 and abs(f.box[1] + f.box[3] / 2 - r) < r / 2]
+            if near and near[0].score > best.score:
+                back = cv2.invertAffineTransform(m)
+                marks = {k: (float(back[0, 0] * u + back[0, 1] * v + back[0, 2]) + cx - r,
+                             float(back[1, 0] * u + back[1, 1] * v + back[1, 2]) + cy - r)
+                         for k, (u, v) in near[0].landmarks.items()}
+                best = Face(face.box, marks, near[0].score, detector="yunet")
+        return best
+
+    def _detect(self, gray: np.ndarray) -> list[Face]:
+        import cv2
+
+        h, w = gray.shape[:2]
+        side = max(h, w)
+        scale = DETECT_MAX_SIDE / side if side > DETECT_MAX_SIDE else max(1.0, self.min_side / side)
+        work = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
+                          interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR) if scale != 1 else gray
+        bgr = cv2.cvtColor(np.ascontiguousarray(work), cv2.COLOR_GRAY2BGR)
+        self.net.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, rows = self.net.detect(bgr)
+        faces = []
+        for r in () if rows is None else rows:
+            x, y, bw, bh = (float(v) / scale for v in r[:4])
+            x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+            x1, y1 = min(w, int(round(x + bw))), min(h, int(round(y + bh)))
+            if x1 <= x0 or y1 <= y0:
+                continue
+            # the rows give the eyes, nose and mouth corners left to right as the image shows them
+            marks = {k: (float(r[4 + 2 * i]) / scale, float(r[5 + 2 * i]) / scale) for i, k in enumerate(LANDMARKS)}
+            faces.append(Face((x0, y0, x1 - x0, y1 - y0), marks, float(r[14]), detector="yunet"))
+        return _in_order(faces)
+
+
 class WholeImage:
     """No detection: every image is one face, the whole of it (a folder of face crops, such as
     FER2013's own). Named ``whole``."""
@@ -277,7 +388,7 @@ class WholeImage:
 
     def detect(self, gray: np.ndarray) -> list[Face]:
         h, w = gray.shape[:2]
-        return [Face((0, 0, int(w), int(h)), whole_image=True)]
+        return [Face((0, 0, int(w), int(h)), whole_image=True, detector="whole")]
 
 
 class WholeImageIfNone:
@@ -292,18 +403,28 @@ class WholeImageIfNone:
         return self.detector.detect(gray) or WholeImage().detect(gray)
 
 
-DETECTORS = {"mtcnn": MtcnnFaceDetector, "haar": HaarFaceDetector}
+DETECTORS = {"yunet": YuNetFaceDetector, "mtcnn": MtcnnFaceDetector, "haar": HaarFaceDetector}
 # What --detector and predict.detector take (params.py's Literal lists the same names).
-DETECTOR_NAMES = ("mtcnn", "haar", "mtcnn+whole", "haar+whole", "whole")
+DETECTOR_NAMES = ("yunet", "mtcnn", "haar", "yunet+whole", "mtcnn+whole", "haar+whole", "whole")
 
 
-def make_detector(name: str) -> FaceDetector:
+def make_detector(name: str, settings: dict | None = None) -> FaceDetector:
+    """The detector ``name``; ``settings``: params.yaml's ``predict`` section (``yunet`` reads its
+    ``detector_threshold`` and ``detector_min_side``; without settings, the package's copy of params)."""
     if name not in DETECTOR_NAMES:
         raise FerError(f"unknown face detector {name!r}; allowed: {', '.join(DETECTOR_NAMES)}")
     if name == "whole":
         return WholeImage()
     base, plus, _ = name.partition("+")
-    return WholeImageIfNone(DETECTORS[base]()) if plus else DETECTORS[base]()
+    if base == "yunet":
+        if settings is None:
+            from .predict import photo_settings
+
+            settings = photo_settings()
+        found = YuNetFaceDetector(settings["detector_threshold"], settings["detector_min_side"])
+    else:
+        found = DETECTORS[base]()
+    return WholeImageIfNone(found) if plus else found
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,13 +462,14 @@ def alignment_matrix(landmarks: dict[str, tuple[float, float]],
     return np.hstack([s * rot, t[:, None]])
 
 
-def align_face(gray: np.ndarray, landmarks: dict[str, tuple[float, float]]) -> np.ndarray:
-    """The 48x48 crop framed like FER2013's faces (``alignment_matrix``). A large face is first
-    area-downscaled to about the crop's scale, so the warp does not alias; the border outside the
-    photo repeats its edge pixels."""
+def align_face(gray: np.ndarray, landmarks: dict[str, tuple[float, float]],
+               template: dict[str, tuple[float, float]] = TEMPLATE) -> np.ndarray:
+    """The 48x48 crop framed like FER2013's faces (``alignment_matrix`` onto ``template``). A large
+    face is first area-downscaled to about the crop's scale, so the warp does not alias; the border
+    outside the photo repeats its edge pixels."""
     import cv2
 
-    m = alignment_matrix(landmarks)
+    m = alignment_matrix(landmarks, template)
     s = float(np.hypot(*m[0, :2]))
     if s < 0.5:
         # the photo region the crop covers, then downscale it by s with area averaging
@@ -371,7 +493,9 @@ def align_face(gray: np.ndarray, landmarks: dict[str, tuple[float, float]]) -> n
 def face_crop(gray: np.ndarray, face: Face, margin: float = 0.1) -> np.ndarray:
     """The model's input for one detected face: aligned when the detector gave landmarks, else
     the box with ``margin``."""
-    return align_face(gray, face.landmarks) if face.landmarks else crop_face(gray, face.box, margin)
+    if face.landmarks:
+        return align_face(gray, face.landmarks, TEMPLATES[face.detector])
+    return crop_face(gray, face.box, margin)
 
 
 def eye_angle(landmarks: dict[str, tuple[float, float]]) -> float:
