@@ -1,6 +1,7 @@
-"""Behavioural tests of a trained model (Made-With-ML's invariance and directional tests), on the
-workspace's models/model.keras and its test faces; they skip with the reason when either is absent
-(a fresh clone has neither until `./run.sh`).
+"""Behavioural tests of a trained model (Made-With-ML's invariance and directional tests): the
+workspace's models/model.keras if it has one, else the model the package ships (so a clean clone
+runs them too), on PrivateTest faces: the workspace's preprocessed test split, else read straight
+from the FER2013 archive (data/raw/ or ../shared/data/); they skip, saying so, only without faces.
 
 - Invariance: a horizontal flip keeps the prediction for most faces (TTA averages the mirror, so
   it assumes this), and so does a small change of brightness.
@@ -11,27 +12,46 @@ workspace's models/model.keras and its test faces; they skip with the reason whe
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REAL_ARCHIVE, REPO
 
 MODEL = REPO / "models/model.keras"
 TEST = REPO / "data/processed/test.npz"
+ARCHIVES = [REPO / "data/raw/fer2013.zip", REAL_ARCHIVE]
 pytestmark = [pytest.mark.model, pytest.mark.skipif(
-    not MODEL.exists() or not TEST.exists(),
-    reason="no trained model or test split in the workspace: run ./run.sh (or dvc repro) first")]
+    not TEST.exists() and not any(a.exists() for a in ARCHIVES),
+    reason="no PrivateTest faces: neither data/processed/test.npz nor the FER2013 archive "
+           "(data/raw/fer2013.zip, ../shared/data/fer2013.zip); run ./run.sh or `dvc pull` first")]
+
+
+def private_test_faces() -> np.ndarray:
+    """PrivateTest's faces, (n, 48, 48, 1) float32 raw 0-255."""
+    if TEST.exists():
+        return np.load(TEST)["x"].astype(np.float32)
+    from fer_pipeline.data import IngestReport, decode_all, list_zip
+
+    archive = next(a for a in ARCHIVES if a.exists())
+    records = [r for r in list_zip(archive, IngestReport()) if r.usage == "PrivateTest"]
+    return np.stack([img for img, _ in decode_all(records, workers=1, progress=False)]).astype(np.float32)[..., None]
+
+
+def model_under_test():
+    """The workspace's trained model, else the shipped one: a batch -> probabilities function."""
+    if MODEL.exists():
+        import keras
+
+        model = keras.models.load_model(MODEL)
+        return lambda batch: model.predict(batch, batch_size=256, verbose=0)
+    from fer_pipeline.release import load_shipped
+
+    return load_shipped()
 
 
 @pytest.fixture(scope="module")
 def faces_and_probs():
-    import keras
-
-    model = keras.models.load_model(MODEL)
-    x = np.load(TEST)["x"]
-    x = x[np.random.default_rng(0).choice(len(x), size=min(1000, len(x)), replace=False)].astype(np.float32)
+    x = private_test_faces()
+    x = x[np.random.default_rng(0).choice(len(x), size=min(1000, len(x)), replace=False)]
     # (a random sample: the split's rows are sorted by label, so its first rows are all angry)
-
-    def probs(batch):
-        return model.predict(batch, batch_size=256, verbose=0)
-
+    probs = model_under_test()
     return x, probs, probs(x)
 
 

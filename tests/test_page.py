@@ -35,17 +35,24 @@ def server(tmp_path_factory):
         proc.wait(timeout=30)
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
 @pytest.fixture(scope="module")
-def page():
+def playwright():
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1100, "height": 1400})
-        yield page
-        browser.close()
+    with sync_playwright() as pw:   # one per module: Playwright's sync API does not nest
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def page(playwright):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1100, "height": 1400})
+    yield page
+    browser.close()
 
 
 def test_a_photo_gets_a_box_a_label_and_seven_bars(server, page, tmp_path):
@@ -117,3 +124,59 @@ def test_the_docs_link_opens_the_training_runs_of_the_mlflow_ui(tmp_path, page):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def write_y4m(path: Path, frames: int = 10) -> Path:
+    """A camera file Chromium plays as its fake webcam (Y4M, 4:2:0): the astronaut's face, still."""
+    import numpy as np
+
+    gray = np.full((480, 640), 100, np.uint8)
+    gray[:, 64:576] = astronaut_gray()[16:496]
+    chroma = np.full((240, 320), 128, np.uint8).tobytes()
+    with open(path, "wb") as fh:
+        fh.write(b"YUV4MPEG2 W640 H480 F10:1 Ip A1:1 C420jpeg\n")
+        for _ in range(frames):
+            fh.write(b"FRAME\n" + gray.tobytes() + chroma + chroma)
+    return path
+
+
+def test_the_live_camera_shows_boxes_and_smoothed_labels_and_metrics_count_frames(server, playwright, tmp_path):
+    import urllib.request
+
+    camera = write_y4m(tmp_path / "camera.y4m")
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        *CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={camera}"])
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 1200})
+        page.goto(server + "/")
+        page.click("#live")
+        page.wait_for_selector("#live-frame .box .face-label", timeout=60_000)
+        page.wait_for_function("document.getElementById('live-status').textContent.includes('frames/s')")
+        label = page.locator("#live-frame .face-label").first.inner_text()
+        assert re.fullmatch(r"1: (angry|disgust|fear|happy|neutral|sad|surprise)", label), label
+        assert page.locator("#live-faces .face .bar").count() == 7
+        # the box sits on the face: the astronaut's face is in the upper middle of the frame
+        video, box = page.locator("#live-cam").bounding_box(), page.locator("#live-frame .box").first.bounding_box()
+        cx = (box["x"] + box["width"] / 2 - video["x"]) / video["width"]
+        assert 0.3 < cx < 0.7, cx
+        page.wait_for_timeout(1500)   # a few more frames
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve_page_live.png"))
+    finally:
+        browser.close()
+    metrics = urllib.request.urlopen(server + "/metrics", timeout=10).read().decode()
+    (line,) = [x for x in metrics.splitlines() if x.startswith("fer_frames_total ")]
+    assert float(line.split()[1]) >= 3
+
+
+def test_a_video_upload_shows_its_timeline(server, page, tmp_path):
+    from test_video import write_clip
+
+    clip = write_clip(tmp_path / "clip.avi")
+    page.goto(server + "/")
+    page.set_input_files("#files", str(clip))
+    page.wait_for_selector("figure.video img", timeout=60_000)
+    caption = page.locator("figure.video figcaption").inner_text()
+    assert caption.startswith("clip.avi: 20 frames sampled; face 1: mostly ") and "face 2: mostly" in caption
+    assert page.locator("figure.video img").evaluate("img => img.naturalWidth") > 300

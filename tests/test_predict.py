@@ -109,7 +109,8 @@ def test_cli_writes_json_lines_annotations_and_skips_unreadable_files(photos, tm
     assert (by_name["huge.jpg"]["width"], by_name["huge.jpg"]["height"]) == (4000, 3000)
     assert by_name["huge.jpg"]["faces"], "the face in a 4000x3000 photo is found"
     for row in rows:
-        assert set(row) == {"file", "width", "height", "faces"}
+        assert set(row) == {"file", "width", "height", "faces", "model"}
+        assert row["model"]["chosen"] == "--model" and row["model"]["spec"] == str(photos["model"])
         for f in row["faces"]:
             assert len(f["box"]) == 4 and abs(sum(f["probabilities"].values()) - 1) < 1e-3
     assert "skipped" in r.stderr and "notes.png" in r.stderr and "no face found" in r.stderr
@@ -132,3 +133,46 @@ def test_missing_registry_model_names_the_uri(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
     with pytest.raises(FerError, match="cannot load MLflow model models:/nope@champion"):
         load_predictor("models:/nope@champion")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_a_16_bit_face_is_scaled_to_8_bits_not_clipped_and_found(fmt):
+    import io
+
+    from PIL import Image
+
+    from fer_pipeline.faces import make_detector
+    from fer_pipeline.predict import decode_image
+
+    astro = astronaut_gray()
+    buf = io.BytesIO()
+    Image.fromarray(astro.astype(np.uint16) * 256).save(buf, format=fmt)   # values up to 65,280
+    assert Image.open(io.BytesIO(buf.getvalue())).mode.startswith("I;16")
+    gray = decode_image(buf.getvalue())
+    assert gray.dtype == np.uint8 and np.abs(gray.astype(int) - astro).max() <= 1   # not clipped to white
+    assert len(make_detector("yunet").detect(gray)) == 1
+
+
+def test_a_float_image_in_0_1_is_scaled_and_transparency_is_laid_over_white():
+    import io
+
+    from PIL import Image
+
+    from fer_pipeline.faces import make_detector
+    from fer_pipeline.predict import decode_image
+
+    astro = astronaut_gray()
+    buf = io.BytesIO()
+    Image.fromarray(astro.astype(np.float32) / 255).save(buf, format="TIFF")
+    assert np.abs(decode_image(buf.getvalue()).astype(int) - astro).max() <= 1
+    # a face over a transparent border whose hidden pixels are noise: the border reads white
+    rgba = np.zeros((700, 700, 4), np.uint8)
+    rgba[..., :3] = np.random.default_rng(0).integers(0, 256, (700, 700, 3))
+    rgba[94:606, 94:606, :3] = astro[..., None]
+    rgba[94:606, 94:606, 3] = 255
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    gray = decode_image(buf.getvalue())
+    assert (gray[:90] == 255).all() and np.abs(gray[94:606, 94:606].astype(int) - astro).max() <= 1
+    (face,) = make_detector("yunet").detect(gray)
+    assert abs(face.box[0] + face.box[2] / 2 - (224 + 94)) < 15

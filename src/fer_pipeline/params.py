@@ -139,7 +139,8 @@ class Progressive(Section):
 
 
 class Train(Section):
-    labels: Literal["fer2013", "ferplus_majority", "ferplus_soft"]
+    labels: Literal["fer2013", "ferplus_majority", "ferplus_soft", "fused"]   # labels.TARGETS
+    fused_votes: Annotated[float, Field(ge=0, le=100)]
     model: ModelChoice
     epochs: PosInt
     batch_size: PosInt
@@ -194,9 +195,14 @@ class Export(Section):
 
 
 class Predict(Section):
-    detector: Literal["mtcnn", "haar", "mtcnn+whole", "haar+whole", "whole"]   # faces.DETECTOR_NAMES
+    detector: Literal["yunet", "mtcnn", "haar", "yunet+whole", "mtcnn+whole", "haar+whole",   # faces.DETECTOR_NAMES
+                      "whole"]
     margin: Annotated[float, Field(ge=0, le=1)]
     min_confidence: Fraction
+    detector_threshold: Fraction                          # yunet: a face's score must reach this
+    detector_min_side: Annotated[int, Field(ge=0, le=2048)]   # yunet: smaller images upscaled to this first
+    video_fps: Annotated[float, Field(gt=0, le=120)]      # video: frames sampled per second
+    smooth_frames: PosInt                                 # video: each track's label from the mean of this many samples
 
 
 class Monitor(Section):

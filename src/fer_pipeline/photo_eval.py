@@ -53,6 +53,7 @@ def class_of(folder: str) -> str | None:
 def list_photos(root: Path) -> tuple[list[tuple[Path, int]], dict]:
     """``[(file, label id)]`` from ``root/<class>/``, and what was skipped, by reason."""
     from .predict import IMAGE_SUFFIXES
+    from .video import VIDEO_SUFFIXES
 
     if not root.is_dir():
         raise FerError(f"{root} is not a folder: expected {root}/<emotion>/ folders of photos")
@@ -66,7 +67,7 @@ def list_photos(root: Path) -> tuple[list[tuple[Path, int]], dict]:
             skipped["class_not_modelled"].append(folder.name)
             continue
         inside = sorted(p for p in folder.rglob("*") if p.is_file())
-        images = [p for p in inside if p.suffix.lower() in IMAGE_SUFFIXES]
+        images = [p for p in inside if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
         skipped["not_an_image_file"] += [str(p.relative_to(root)) for p in inside if p not in images]
         if not images:
             skipped["empty_folder"].append(folder.name)
@@ -76,16 +77,35 @@ def list_photos(root: Path) -> tuple[list[tuple[Path, int]], dict]:
     return files, skipped
 
 
+def video_answer(path: Path, predictor, detector, settings: dict) -> tuple[int, float | None, int] | None:
+    """A video's answer: the dominant emotion of its longest face track (``video``), that track's
+    share of it, and the number of tracks; (-1, None, 0) when no face is found; None if unreadable."""
+    from .video import analyse_video
+
+    try:
+        r = analyse_video(str(path), predictor, detector, settings, progress=False)
+    except FerError:
+        return None
+    if not r["tracks"]:
+        return -1, None, 0
+    main = max(r["tracks"], key=lambda t: t["samples"])
+    return LABELS.index(main["dominant"]), main["dominant_share"], len(r["tracks"])
+
+
 def evaluate_photos(root: Path, predictor, detector, margin: float, min_confidence: float | None = None,
-                    batch: int = 16, progress: bool = True) -> dict:
+                    batch: int = 16, progress: bool = True, settings: dict | None = None) -> dict:
     """The evaluation (module docstring) as a dict; ``confusion`` rows are true classes present,
-    columns the seven classes then ``no face``."""
+    columns the seven classes then ``no face``. A video in a class folder counts once, by the
+    dominant emotion of its longest face track (``settings``: the predict section, for its
+    sampling and smoothing; default ``predict.photo_settings()``)."""
     from sklearn.metrics import f1_score
     from tqdm import tqdm
 
     from .metrics import wilson_interval
-    from .predict import analyse, read_image
+    from .predict import analyse, photo_settings, read_image
+    from .video import is_video
 
+    settings = settings or photo_settings()
     files, skipped = list_photos(root)
     skipped["unreadable"] = []
     seconds = {"decode": 0.0}
@@ -95,6 +115,16 @@ def evaluate_photos(root: Path, predictor, detector, margin: float, min_confiden
     for i in range(0, len(files), batch):
         chunk, labels = [], []
         for path, label in files[i:i + batch]:
+            if is_video(path):
+                got = video_answer(path, predictor, detector, {**settings, "margin": margin,
+                                                               "min_confidence": min_confidence})
+                if got is None:
+                    skipped["unreadable"].append(str(path.relative_to(root)))
+                    continue
+                y_true.append(label), y_pred.append(got[0]), n_faces.append(got[2])
+                if got[1] is not None:
+                    scores.append(1.0)   # a video's answer is a majority, never "uncertain"
+                continue
             t0 = time.perf_counter()
             gray = read_image(path)
             seconds["decode"] += time.perf_counter() - t0
@@ -273,7 +303,8 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("evaluate-photos", help="accuracy on your own labelled photos: DIR/<emotion>/*.jpg")
     p.add_argument("folder", help="a folder of class folders (happy/, sad/, ...; aliases such as happiness work)")
-    p.add_argument("--model", help="as for `fer predict` (default: registry champion, else models/model.keras)")
+    p.add_argument("--model", help="as for `fer predict` (default: the registry champion, else the workspace's "
+                                   "models/model.keras, else the shipped model)")
     p.add_argument("--out", help="report folder (default: reports/photos/<folder name>)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
     add_photo_arguments(p)

@@ -124,3 +124,20 @@ def reliability(bins: list[dict], bins_scaled: list[dict], temperature: float, t
     hist.set_xlabel("top probability (confidence)"), hist.set_ylabel("faces"), hist.set_xlim(0, 1)
     fig.tight_layout()
     return fig
+
+
+def timeline(times: dict[int, np.ndarray], probs: dict[int, np.ndarray], title: str):
+    """Each face track's emotions over a video: a stacked area of its (smoothed) probabilities per
+    emotion against time in seconds, one panel per track."""
+    tracks = sorted(times)
+    fig, axes = plt.subplots(max(1, len(tracks)), 1, figsize=(9, 1.9 * max(1, len(tracks)) + 0.6), squeeze=False)
+    colours = plt.get_cmap("tab10").colors
+    for ax, t in zip(axes[:, 0], tracks):
+        ax.stackplot(times[t], probs[t].T, labels=LABELS, colors=colours[:len(LABELS)], alpha=0.85)
+        ax.set_ylim(0, 1), ax.set_ylabel(f"face {t}"), ax.margins(x=0)
+    if not tracks:
+        axes[0, 0].text(0.5, 0.5, "no face found", ha="center", va="center", transform=axes[0, 0].transAxes)
+    axes[-1, 0].set_xlabel("seconds")
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.suptitle(title)
+    return fig

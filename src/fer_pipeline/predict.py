@@ -60,10 +60,32 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray | Non
         if w * h > limit:
             raise ImageTooLarge(f"image is {w}x{h} = {w * h / 1e6:.1f} megapixels; the limit is "
                                 f"{limit / 1e6:.1f} megapixels")
-        gray = np.asarray(ImageOps.exif_transpose(img).convert("L"), dtype=np.uint8)
+        gray = to_gray8(ImageOps.exif_transpose(img))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
     return gray if gray.size else None
+
+
+def to_gray8(img) -> np.ndarray:
+    """8-bit grayscale pixels of a PIL image of any mode. 16-bit and 32-bit integer images are
+    scaled from their range to 0-255 (PIL's ``convert("L")`` clips them, so a 16-bit face comes back
+    nearly white); float images scaled from 0-1 when they lie within it, else clipped; transparent
+    pixels laid over white, as a viewer shows them."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        return np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
+    if img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = a * 255.0 if a.size and np.nanmin(a) >= 0 and np.nanmax(a) <= 1 else a
+        return np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("L"), dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,9 +103,6 @@ class PhotoResult:
     def to_dict(self) -> dict:
         d = {"file": self.file, "width": self.width, "height": self.height, "faces": self.faces}
         return {**d, "faces_dropped": self.faces_dropped} if self.faces_dropped else d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
 
 
 def analyse(images: list[tuple[str, np.ndarray]], predictor: Predictor, detector: FaceDetector,
@@ -160,13 +179,16 @@ def annotate(path: str, result: PhotoResult, out_dir: str | os.PathLike) -> Path
 
 
 def collect_files(inputs: Iterable[str]) -> tuple[list[str], bool]:
-    """Files named directly (any) plus image files found in folders; whether a folder was given."""
+    """Files named directly (any) plus image and video files found in folders; whether a folder was given."""
+    from .video import VIDEO_SUFFIXES
+
     files, had_folder = [], False
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             had_folder = True
-            files += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(str(f) for f in p.rglob("*")
+                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
         else:
             files.append(str(p))
     return files, had_folder
@@ -174,46 +196,55 @@ def collect_files(inputs: Iterable[str]) -> tuple[list[str], bool]:
 
 # What `fer predict`, `fer serve` and `fer evaluate-photos` use when params.yaml is not at hand (run
 # outside the repository); tests hold them equal to params.yaml's `predict` section.
-DEFAULTS = {"detector": "mtcnn", "margin": 0.1, "min_confidence": 0.4}
+DEFAULTS = {"detector": "yunet", "margin": 0.1, "min_confidence": 0.4, "detector_threshold": 0.6,
+            "detector_min_side": 192, "video_fps": 5, "smooth_frames": 3}
 
 
 def photo_settings(detector: str | None = None, margin: float | None = None,
                    min_confidence: float | None = None) -> dict:
-    """The photo path's settings: each flag given, else params.yaml's ``predict`` section (in the
-    working directory), else ``DEFAULTS``."""
+    """The photo path's settings (params.yaml's ``predict`` section, in the working directory, else
+    ``DEFAULTS``), with each flag given in place of its key."""
     base = dict(DEFAULTS)
     if Path("params.yaml").exists():
         from .params import load
 
         base = load(["predict"])["predict"]
     given = {"detector": detector, "margin": margin, "min_confidence": min_confidence}
-    return {k: base[k] if v is None else v for k, v in given.items()}
+    return {**base, **{k: v for k, v in given.items() if v is not None}}
 
 
 def add_photo_arguments(p) -> None:
     """--detector, --margin, --min-confidence (defaults: params.yaml's predict section)."""
     p.add_argument("--detector", choices=DETECTOR_NAMES,
                    help="face detector (default: predict.detector); whole: each image is one face crop, "
-                        "mtcnn+whole / haar+whole: the whole image where the detector finds none")
+                        "yunet+whole / mtcnn+whole / haar+whole: the whole image where the detector finds none")
     p.add_argument("--margin", type=float, help="haar: border around each face box, fraction (predict.margin)")
     p.add_argument("--min-confidence", type=float,
                    help="mark faces whose top probability is lower as uncertain (predict.min_confidence)")
 
 
 def run_predict(inputs: list[str], model: str | None, output: str | None, annotate_dir: str | None,
-                batch_images: int = 32, margin: float = 0.1, detector: str = "mtcnn",
-                min_confidence: float | None = None) -> int:
-    """The ``fer predict`` command; returns the exit status (1 only if nothing could be read)."""
+                settings: dict, batch_images: int = 32, timeline: str | None = None) -> int:
+    """The ``fer predict`` command (``settings``: ``photo_settings``); photos give a JSON line each,
+    videos a timeline folder each (``video``). Returns the exit status (1 only if nothing could be read)."""
     from tqdm import tqdm
+
+    from .video import is_video, run_videos
 
     files, had_folder = collect_files(inputs)
     if not files:
-        raise FerError("no input images found")
+        raise FerError("no input images or videos found")
+    videos = [f for f in files if is_video(f)]
+    files = [f for f in files if not is_video(f)]
     predictor = load_predictor(model)
-    found = make_detector(detector)
+    found = make_detector(settings["detector"], settings)
+    margin, min_confidence = settings["margin"], settings["min_confidence"]
     read_ok = 0
     with (open(output, "w") if output else contextlib.nullcontext(sys.stdout)) as out:
-        bar = tqdm(total=len(files), desc="photos", unit="img", disable=not had_folder, file=sys.stderr)
+        if videos:
+            read_ok += run_videos(videos, predictor, found, settings, timeline, annotate_dir, out)
+        bar = tqdm(total=len(files), desc="photos", unit="img", disable=not had_folder or not files,
+                   file=sys.stderr)
         for i in range(0, len(files), batch_images):
             chunk = []
             for f in files[i:i + batch_images]:
@@ -226,30 +257,32 @@ def run_predict(inputs: list[str], model: str | None, output: str | None, annota
             for res in analyse(chunk, predictor, found, margin, min_confidence=min_confidence):
                 if not res.faces:
                     print(f"no face found in {res.file}", file=sys.stderr)
-                out.write(res.to_json() + "\n")
+                out.write(json.dumps({**res.to_dict(), "model": predictor.info}) + "\n")
                 if annotate_dir:
                     annotate(res.file, res, annotate_dir)
             bar.update(len(files[i:i + batch_images]))
         bar.close()
     if not read_ok:
-        print("error: none of the inputs could be read as an image", file=sys.stderr)
+        print("error: none of the inputs could be read as an image or a video", file=sys.stderr)
         return 1
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("predict", help="emotions of the faces in photos (JSON lines)")
-    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p = sub.add_parser("predict", help="emotions of the faces in photos (JSON lines) and videos (timelines)")
+    p.add_argument("inputs", nargs="+", help="image and video files and/or folders")
     p.add_argument("--model", help="a .keras/.tflite file or an MLflow URI such as models:/fer-emotion@champion "
-                                   "(default: the registry champion, else models/model.keras)")
+                                   "(default: the registry champion, else the workspace's models/model.keras, "
+                                   "else the shipped model)")
     p.add_argument("--output", "-o", help="write JSON lines here instead of stdout")
-    p.add_argument("--annotate", metavar="DIR", help="also write annotated copies of the photos into DIR")
+    p.add_argument("--annotate", metavar="DIR", help="also write annotated copies of the photos and videos into DIR")
+    p.add_argument("--timeline", metavar="DIR", help="videos: each one's timeline goes into DIR/<name>/ "
+                                                      "(default: timelines/)")
     add_photo_arguments(p)
 
     def func(args):
         s = photo_settings(args.detector, args.margin, args.min_confidence)
-        code = run_predict(args.inputs, args.model, args.output, args.annotate, margin=s["margin"],
-                           detector=s["detector"], min_confidence=s["min_confidence"])
+        code = run_predict(args.inputs, args.model, args.output, args.annotate, s, timeline=args.timeline)
         if code:
             sys.exit(code)
 

@@ -45,7 +45,7 @@ class Predictor:
         return np.asarray(self._fn(faces.astype(np.float32).reshape(-1, *FACE_SHAPE)), np.float32)
 
 
-def _litert_fn(path: str):
+def litert_fn(path: str):
     """A ``.tflite`` model run by LiteRT's interpreter (``tf.lite.Interpreter`` is deprecated and
     warns on every use); the input is resized to each batch's size."""
     from ai_edge_litert.interpreter import Interpreter
@@ -86,22 +86,40 @@ def keras_predictor(model, spec: str) -> Predictor:
     return Predictor(spec, "keras", _keras_fn(model))
 
 
+CHOSEN = ("--model", "registry champion", "workspace", "shipped")   # info["chosen"]: which rule picked it
+
+
 def load_predictor(spec: str | None = None) -> Predictor:
     """``spec``: a .keras / .tflite path or an MLflow URI. None: the registry champion, else the
-    pipeline's model file (``pipeline_defaults``); a message on stderr says which was used."""
+    workspace's trained model (``pipeline_defaults``), else the model the package ships
+    (``release``); a line on stderr and the Predictor's ``info["chosen"]`` say which answers."""
+    pred = _load(spec)
+    pred.info.setdefault("chosen", "--model")
+    return pred
+
+
+def _load(spec: str | None) -> Predictor:
     if spec is None:
         model_file, registered_model = pipeline_defaults()
         try:
-            pred = load_predictor(f"models:/{registered_model}@champion")
+            pred = _load(f"models:/{registered_model}@champion")
             print(f"model: {pred.spec} (registry champion)", file=sys.stderr)
+            pred.info["chosen"] = "registry champion"
             return pred
         except FerError:
-            if Path(model_file).exists():
-                print(f"model: no registered champion; using {model_file}", file=sys.stderr)
-                return load_predictor(model_file)
-            raise FerError(f"no model: no '{registered_model}@champion' in the MLflow registry and no "
-                           f"{model_file}; train one with `./run.sh` (or `dvc repro`), "
-                           "or pass --model") from None
+            pass
+        if Path(model_file).exists():
+            print(f"model: no registered champion; using the workspace's {model_file}", file=sys.stderr)
+            pred = _load(model_file)
+            pred.info["chosen"] = "workspace"
+            return pred
+        from .release import load_shipped
+
+        pred = load_shipped()
+        print(f"model: no registered champion and no {model_file}; using the model the package ships "
+              f"(trained on {pred.info['labels']}, released {pred.info['released']})", file=sys.stderr)
+        pred.info["chosen"] = "shipped"
+        return pred
     if spec.startswith(("models:/", "runs:/")):
         import mlflow
 
@@ -124,7 +142,7 @@ def load_predictor(spec: str | None = None) -> Predictor:
     if not path.exists():
         raise FerError(f"model file {spec} not found; train one with `./run.sh` (or `dvc repro`)")
     if path.suffix == ".tflite":
-        return Predictor(spec, "tflite", _litert_fn(str(path)))
+        return Predictor(spec, "tflite", litert_fn(str(path)))
     import keras
 
     return keras_predictor(keras.models.load_model(path), spec)

@@ -4,7 +4,12 @@
                    its HTML, JS and CSS are served from ``web/`` in this package)
 ``POST /predict``  one or more photos (form field ``file``, repeatable) -> faces, labels and the
                    seven probabilities per face, which model answered, and how long it took
-``GET /health``    liveness, the model, the detector, and whether faces are being recorded
+``POST /frame``    one frame of a live camera (field ``file``): the same answer, under the same limits,
+                   counted as a frame (the page's live mode sends a few a second)
+``POST /video``    one video file (field ``file``, at most ``Limits.max_video_bytes``) -> its timeline
+                   (``video``): per face track the dominant emotion and its changes, and the figure
+``GET /health``    liveness, the model, the detector, whether faces are being recorded, and the
+                   smoothing window the page's live mode uses (``predict.smooth_frames``)
 ``GET /metrics``   Prometheus metrics (``telemetry``): requests, latency, photos, faces, emotions,
                    top probabilities, photos without a face, refused uploads by reason
 
@@ -50,12 +55,13 @@ class Limits:
     max_pixels: int = 40_000_000          # per photo, from the header (40 Mpx: any phone photo)
     max_photos: int = 10                  # per request
     max_faces: int = 20                   # per photo; the largest are kept
+    max_video_bytes: int = 200 * 1024 * 1024   # per video upload (POST /video)
 
 
 def create_app(predictor: Predictor, detector: FaceDetector | None = None, limits: Limits | None = None,
                settings: dict | None = None, record: FaceRecord | None = None):
-    settings = settings or DEFAULTS
-    detector = detector or make_detector(settings["detector"])
+    settings = {**DEFAULTS, **(settings or {})}
+    detector = detector or make_detector(settings["detector"], settings)
     limits = limits or Limits()
     work = threading.Lock()
     predictor(np.zeros((1, *FACE_SHAPE), np.uint8))  # build the model's graph now, not in the first request
@@ -84,11 +90,51 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
     def health() -> dict:
         return {"status": "ok", "model": predictor.spec, "model_info": predictor.info,
                 "detector": detector.name, "recording": bool(record and record.recording),
-                "record": record.error if record and record.error else (record.path if record else None)}
+                "record": record.error if record and record.error else (record.path if record else None),
+                "smooth_frames": settings["smooth_frames"]}
 
     @app.get("/limits")
     def get_limits() -> dict:
         return limits.__dict__
+
+    @app.post("/frame")
+    def frame(file: UploadFile = File(...)) -> dict:
+        telemetry.FRAMES.inc()
+        return predict([file])
+
+    @app.post("/video")
+    def video(file: UploadFile = File(...)) -> dict:
+        import base64
+        import tempfile
+
+        from .errors import FerError
+        from .video import VIDEO_SUFFIXES, analyse_video
+
+        suffix = Path(file.filename or "upload.mp4").suffix.lower()
+        if suffix not in VIDEO_SUFFIXES:
+            telemetry.REFUSED.labels("type").inc()
+            raise HTTPException(400, f"{file.filename}: not a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
+        with tempfile.TemporaryDirectory(prefix="fer-video-") as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            size = 0
+            with open(path, "wb") as fh:
+                while chunk := file.file.read(1 << 20):
+                    size += len(chunk)
+                    if size > limits.max_video_bytes:
+                        telemetry.REFUSED.labels("size").inc()
+                        raise HTTPException(413, f"{file.filename}: larger than {limits.max_video_bytes / 1e6:.0f} MB")
+                    fh.write(chunk)
+            try:
+                with work:
+                    r = analyse_video(str(path), predictor, detector, settings, Path(tmp) / "timeline",
+                                      progress=False)
+            except FerError as exc:
+                telemetry.REFUSED.labels("type").inc()
+                raise HTTPException(400, f"{file.filename}: {str(exc).split(': ', 1)[-1]}") from None
+            figure = base64.b64encode((Path(tmp) / "timeline" / "timeline.png").read_bytes()).decode()
+        telemetry.FRAMES.inc(r["samples"])
+        return {"file": file.filename, "samples": r["samples"], "tracks": r["tracks"],
+                "complete": r["read"]["complete"], "figure": f"data:image/png;base64,{figure}", "model": predictor.info}
 
     @app.post("/predict")
     def predict(file: list[UploadFile] = File(...)) -> dict:
@@ -149,7 +195,8 @@ def app_from_env():
 def add_parser(sub) -> None:
     d = Limits()
     p = sub.add_parser("serve", help="HTTP service and page: photos -> faces and emotions (GET / for the page)")
-    p.add_argument("--model", help="as for `fer predict` (default: registry champion, else models/model.keras)")
+    p.add_argument("--model", help="as for `fer predict` (default: the registry champion, else the workspace's "
+                                   "models/model.keras, else the shipped model)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-bytes", type=int, default=d.max_bytes, help="per photo (default 20 MB)")

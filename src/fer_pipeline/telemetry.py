@@ -22,6 +22,7 @@ EMOTIONS = Counter("fer_faces_total", "Classified faces by predicted emotion", [
 TOP_PROBABILITY = Histogram("fer_top_probability", "The predicted emotion's probability per face",
                             buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0))
 NO_FACE = Counter("fer_photos_without_face_total", "Photos in which no face was found")
+FRAMES = Counter("fer_frames_total", "Video frames analysed: live camera frames (POST /frame) and sampled video frames")
 REFUSED = Counter("fer_uploads_refused_total", "Uploads refused, by reason", ["reason"])
 REFUSAL_REASONS = ("size", "pixels", "type", "count")
 

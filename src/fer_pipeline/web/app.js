@@ -1,5 +1,7 @@
 // The page of `fer serve`: send photos to POST /predict, draw a box and a label per face, and the
-// seven probabilities per face as bars. Plain JS, no libraries, nothing fetched from elsewhere.
+// seven probabilities per face as bars; a video to POST /video for its timeline; the live camera's
+// frames to POST /frame a few times a second, each face's label smoothed over its last frames.
+// Plain JS, no libraries, nothing fetched from elsewhere.
 "use strict";
 const $ = (id) => document.getElementById(id);
 
@@ -18,12 +20,45 @@ function el(tag, cls, text) {
 function describeModel(info) {
   if (!info) return "";
   if (info.version) return `${info.name} version ${info.version} (@${info.alias})`;
-  return `${info.spec} (${info.source})`;
+  if (info.chosen === "shipped") return `the model the package ships (trained on ${info.labels}, released ${info.released})`;
+  const why = info.chosen && info.chosen !== "--model" ? `, ${info.chosen}` : "";
+  return `${info.spec} (${info.source}${why})`;
 }
 
+let smoothFrames = 3;
 fetch("/health").then((r) => r.json()).then((h) => {
   $("model").textContent = "model: " + describeModel(h.model_info);
+  smoothFrames = h.smooth_frames || smoothFrames;
 }).catch(() => { $("model").textContent = "model: the server does not answer"; });
+
+function drawBox(frame, face, text, width, height) {
+  const [x, y, w, h] = face.box;
+  const box = el("div", "box");
+  box.style.left = (100 * x / width) + "%";
+  box.style.top = (100 * y / height) + "%";
+  box.style.width = (100 * w / width) + "%";
+  box.style.height = (100 * h / height) + "%";
+  box.appendChild(el("span", "face-label", text));
+  frame.appendChild(box);
+}
+
+function faceCard(title, probabilities, top) {
+  const card = el("div", "face");
+  card.appendChild(el("h3", null, title));
+  Object.entries(probabilities).sort((a, b) => b[1] - a[1]).forEach(([name, p]) => {
+    const bar = el("div", name === top ? "bar top" : "bar");
+    bar.appendChild(el("span", "name", name));
+    const track = el("span", "track");
+    const fill = el("span", "fill");
+    fill.style.display = "block";
+    fill.style.width = (100 * p).toFixed(1) + "%";
+    track.appendChild(fill);
+    bar.appendChild(track);
+    bar.appendChild(el("span", "pct", (100 * p).toFixed(1) + "%"));
+    card.appendChild(bar);
+  });
+  return card;
+}
 
 function renderPhoto(photo, url) {
   const fig = el("figure", "photo");
@@ -34,32 +69,11 @@ function renderPhoto(photo, url) {
   frame.appendChild(img);
   const faces = el("div", "faces");
   photo.faces.forEach((face, i) => {
-    const [x, y, w, h] = face.box;
-    const box = el("div", "box");
-    box.style.left = (100 * x / photo.width) + "%";
-    box.style.top = (100 * y / photo.height) + "%";
-    box.style.width = (100 * w / photo.width) + "%";
-    box.style.height = (100 * h / photo.height) + "%";
     const shown = face.uncertain ? `uncertain (${face.label}?)` : face.label;
-    box.appendChild(el("span", "face-label", `${i + 1}: ${shown} ${Math.round(100 * face.score)}%`));
-    frame.appendChild(box);
-    const card = el("div", "face");
-    card.appendChild(el("h3", null, face.uncertain
+    drawBox(frame, face, `${i + 1}: ${shown} ${Math.round(100 * face.score)}%`, photo.width, photo.height);
+    faces.appendChild(faceCard(face.uncertain
       ? `Face ${i + 1}: uncertain (most likely ${face.label}, ${Math.round(100 * face.score)}%)`
-      : `Face ${i + 1}: ${face.label}`));
-    Object.entries(face.probabilities).sort((a, b) => b[1] - a[1]).forEach(([name, p]) => {
-      const bar = el("div", name === face.label ? "bar top" : "bar");
-      bar.appendChild(el("span", "name", name));
-      const track = el("span", "track");
-      const fill = el("span", "fill");
-      fill.style.display = "block";
-      fill.style.width = (100 * p).toFixed(1) + "%";
-      track.appendChild(fill);
-      bar.appendChild(track);
-      bar.appendChild(el("span", "pct", (100 * p).toFixed(1) + "%"));
-      card.appendChild(bar);
-    });
-    faces.appendChild(card);
+      : `Face ${i + 1}: ${face.label}`, face.probabilities, face.label));
   });
   fig.appendChild(frame);
   const caption = el("figcaption", "muted", photo.faces.length
@@ -71,7 +85,45 @@ function renderPhoto(photo, url) {
   return fig;
 }
 
+function isVideo(f) {
+  return (f.type || "").startsWith("video/") || /\.(mp4|avi|mov|mkv|webm|m4v|mpe?g|wmv)$/i.test(f.name);
+}
+
+async function sendVideo(file) {
+  showError("");
+  $("status").textContent = `analysing the video ${file.name}...`;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  let body;
+  try {
+    const r = await fetch("/video", { method: "POST", body: form });
+    body = await r.json().catch(() => ({ detail: `the server answered ${r.status}` }));
+    if (!r.ok) {
+      showError(`Could not analyse ${file.name}: ${typeof body.detail === "string" ? body.detail : r.status}`);
+      $("status").textContent = "";
+      return;
+    }
+  } catch (e) {
+    showError("The server could not be reached: " + e.message);
+    $("status").textContent = "";
+    return;
+  }
+  const fig = el("figure", "video");
+  const img = el("img");
+  img.src = body.figure;
+  img.alt = `emotions over time in ${file.name}`;
+  fig.appendChild(img);
+  const lines = body.tracks.map((t) => `face ${t.track}: mostly ${t.dominant} (${Math.round(100 * t.dominant_share)}% ` +
+    `of ${t.start.toFixed(1)}-${t.end.toFixed(1)} s), ${t.changes.length} change${t.changes.length === 1 ? "" : "s"}`);
+  fig.appendChild(el("figcaption", "muted", `${file.name}: ${body.samples} frames sampled; ` +
+    (lines.length ? lines.join("; ") : "no face found") + (body.complete ? "" : " (the file ended early)")));
+  $("results").prepend(fig);
+  $("status").textContent = `answered by ${describeModel(body.model)}`;
+}
+
 async function send(files) {
+  files.filter(isVideo).forEach(sendVideo);
+  files = files.filter((f) => !isVideo(f));
   if (!files.length) return;
   showError("");
   $("status").textContent = `analysing ${files.length} photo${files.length > 1 ? "s" : ""}...`;
@@ -134,5 +186,98 @@ if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
     } catch (e) {
       showError("No webcam available: " + e.message);
     }
+  });
+}
+
+// Live camera: a frame to POST /frame about five times a second; each face followed by box overlap
+// between frames, its label the mean of its last `smoothFrames` answers, so it does not flicker.
+function overlap(a, b) {
+  const w = Math.max(0, Math.min(a[0] + a[2], b[0] + b[2]) - Math.max(a[0], b[0]));
+  const h = Math.max(0, Math.min(a[1] + a[3], b[1] + b[3]) - Math.max(a[1], b[1]));
+  const union = a[2] * a[3] + b[2] * b[3] - w * h;
+  return union > 0 ? (w * h) / union : 0;
+}
+
+const live = { on: false, tracks: [], next: 1, frames: 0, since: 0 };
+
+function follow(faces) {
+  const kept = [];
+  for (const face of faces) {
+    let best = null;
+    for (const t of live.tracks) {
+      if (!kept.includes(t) && overlap(t.box, face.box) >= 0.3 && (!best || overlap(t.box, face.box) > overlap(best.box, face.box))) best = t;
+    }
+    const t = best || { id: live.next++, recent: [] };
+    t.box = face.box;
+    t.recent = [...t.recent, face.probabilities].slice(-smoothFrames);
+    const mean = {};
+    Object.keys(face.probabilities).forEach((k) => { mean[k] = t.recent.reduce((s, p) => s + p[k], 0) / t.recent.length; });
+    t.smoothed = mean;
+    t.label = Object.entries(mean).sort((a, b) => b[1] - a[1])[0][0];
+    kept.push(t);
+  }
+  live.tracks = kept;
+  return kept;
+}
+
+async function liveTick() {
+  if (!live.on) return;
+  const cam = $("live-cam");
+  const t0 = performance.now();
+  if (cam.videoWidth) {
+    const scale = Math.min(1, 640 / cam.videoWidth);
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(cam.videoWidth * scale);
+    canvas.height = Math.round(cam.videoHeight * scale);
+    canvas.getContext("2d").drawImage(cam, 0, 0, canvas.width, canvas.height);
+    const blob = await new Promise((ok) => canvas.toBlob(ok, "image/jpeg", 0.85));
+    const form = new FormData();
+    form.append("file", blob, "frame.jpg");
+    try {
+      const r = await fetch("/frame", { method: "POST", body: form });
+      const body = await r.json();
+      if (!r.ok) throw new Error(typeof body.detail === "string" ? body.detail : `status ${r.status}`);
+      const frame = $("live-frame");
+      frame.querySelectorAll(".box").forEach((b) => b.remove());
+      const faces = $("live-faces");
+      faces.textContent = "";
+      follow(body.faces).forEach((t) => {
+        drawBox(frame, t, `${t.id}: ${t.label}`, body.width, body.height);
+        faces.appendChild(faceCard(`Face ${t.id}: ${t.label}`, t.smoothed, t.label));
+      });
+      live.frames += 1;
+      const rate = live.frames / ((performance.now() - live.since) / 1000);
+      $("live-status").textContent = `live: ${body.faces.length} face${body.faces.length === 1 ? "" : "s"}, ` +
+        `${rate.toFixed(1)} frames/s, labels smoothed over ${smoothFrames} frames`;
+      showError("");
+    } catch (e) {
+      showError("Live camera: " + e.message);
+    }
+  }
+  setTimeout(liveTick, Math.max(0, 200 - (performance.now() - t0)));
+}
+
+if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
+  const button = $("live");
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    const cam = $("live-cam");
+    if (live.on) {
+      live.on = false;
+      cam.srcObject.getTracks().forEach((t) => t.stop());
+      $("live-view").hidden = true;
+      button.textContent = "Live camera";
+      return;
+    }
+    try {
+      cam.srcObject = await navigator.mediaDevices.getUserMedia({ video: true });
+    } catch (e) {
+      showError("No webcam available: " + e.message);
+      return;
+    }
+    $("live-view").hidden = false;
+    button.textContent = "Stop the live camera";
+    Object.assign(live, { on: true, tracks: [], frames: 0, since: performance.now() });
+    liveTick();
   });
 }
