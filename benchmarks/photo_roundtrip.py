@@ -18,6 +18,9 @@ defaults) instead of ``faces.MTCNN_STAGE_THRESHOLDS``;
 ``mtcnn-upright~edge/0.6,0.7:mirrored@0.7``. ``whole`` and ``mtcnn+whole`` are ``fer predict``'s detectors
 for face crops (the whole image as the face; ``--layouts fills`` draws face crops only).
 
+``--views 2`` also reads every model with test-time views of each crop (the mean over it and its
+mirror at its place and shifted 2 px each way: the evaluate stage's TTA), on the same detections.
+
 ``yunet-upright`` names YuNet without its turned views (``faces.YUNET_TURNS``), ``yunet@0.5`` YuNet
 at that score threshold instead of params.yaml's ``predict.detector_threshold``.
 
@@ -123,7 +126,7 @@ def make_photos(rng, faces: np.ndarray, layouts: tuple[str, ...] = LAYOUTS
         layout = layouts[len(photos) % len(layouts)]
         n = 3 if layout == "group" else 1
         members = list(range(k, min(k + n, len(faces))))
-        photo, truth = make_photo(rng, [faces[i] for i in members], layout if len(members) == n else "scene")
+        photo, truth = make_photo(rng, [faces[i] for i in members], layout)   # a last group may be smaller
         photos.append((photo, truth, members, layout))
         k += len(members)
     return photos
@@ -144,6 +147,9 @@ def main() -> None:
     ap.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS),
                     help="only these layouts (fills: face crops; the default draw takes all five in turn)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--views", type=int, metavar="SHIFT_PX",
+                    help="also read every model with test-time views of each 48x48 crop: the mean over it and its "
+                         "mirror, at its place and shifted SHIFT_PX each way (the evaluate stage's TTA)")
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args()
 
@@ -161,8 +167,11 @@ def main() -> None:
     has_fp = fp >= 0
     results = {"faces": len(idx), "photos": len(photos), "models": []}
     detections: dict[str, Remembered] = {}
-    for k, model in enumerate(a.model):
+    runs = [(model, None) for model in a.model] + ([(model, a.views) for model in a.model] if a.views else [])
+    for k, (model, views) in enumerate(runs):
         predictor = load_predictor(model)
+        if views:
+            predictor, model = with_views(predictor, views), f"{model} +views"
         direct = predictor(x[idx][..., None]).argmax(1)
         m = {"model": model, "direct_accuracy": round(float((direct == y).mean()), 4),
              "direct_accuracy_ferplus": round(float((direct[has_fp] == fp[has_fp]).mean()), 4)
@@ -179,6 +188,22 @@ def main() -> None:
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(results, fh, indent=2)
+
+
+def with_views(predictor, shift_px: int):
+    """``predictor`` answering with the mean over test-time views of each face: the crop and its
+    mirror, at its place and at ``metrics.tta_offsets(shift_px)`` (the evaluate stage's TTA)."""
+    from fer_pipeline.metrics import shifted, tta_offsets
+    from fer_pipeline.predictor import Predictor
+
+    def run(faces: np.ndarray) -> np.ndarray:
+        views = [faces, faces[:, :, ::-1, :]]
+        for dx, dy in tta_offsets(shift_px):
+            moved = shifted(faces, dx, dy)
+            views += [moved, moved[:, :, ::-1, :]]
+        return np.mean([predictor(v) for v in views], axis=0)
+
+    return Predictor(f"{predictor.spec} +views", "views", run)
 
 
 class Remembered:

@@ -145,10 +145,11 @@ def test_yunet_finds_a_face_that_fills_the_whole_image_and_a_small_one(yunet):
     for img in (astro[90:165, 190:260], astro[75:180, 180:270]):   # cut inside the outline; cheek to cheek
         (face,) = yunet.detect(img)
         assert face.box[2] > 0.6 * img.shape[1]
-    small = cv2.resize(astro, (96, 96), interpolation=cv2.INTER_AREA)     # a face of about 18 px
-    (face,) = yunet.detect(small)                                          # found by the upscale
-    assert abs(face.box[0] + face.box[2] / 2 - 42) < 5
-    assert YuNetFaceDetector(0.6, 0).detect(small) == []                  # not without it
+    photo = np.full((400, 400), 120, np.uint8)
+    photo[150:246, 100:196] = cv2.resize(astro, (96, 96), interpolation=cv2.INTER_AREA)   # a face of 20 px
+    assert YuNetFaceDetector(0.6, 0).detect(photo) == []                  # missed at its own size...
+    (face,) = yunet.detect(photo)                                         # ...found upscaled to detector_min_side
+    assert abs(face.box[0] + face.box[2] / 2 - 142) < 5 and repo_params()["predict"]["detector_min_side"] > 400
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "changed"])

@@ -17,18 +17,11 @@ Detectors sit behind one protocol (``detect(gray) -> list[Face]``):
   ``mtcnn+whole`` and ``haar+whole`` take the whole image only where the detector finds no face.
 
 MTCNN misses faces that touch the image border and faces smaller than its smallest window, so an
-image is padded (a flat frame of its mean grey: ``PAD_FILLS``) and small images are upscaled
-before it looks; boxes and landmarks are mapped back to the photo's coordinates. It also misses
-faces turned far in the image plane (the astronaut turned 50 degrees, ``tests/test_faces.py``), so
-a photo where the upright pass finds no face, or several, is searched again turned by each of
-``RETRY_ANGLES`` (``TURNED_SEARCH``). On the FER2013 round trip this raised faces found from 80.1%
-to 88.2% (one-face photos on a background: 83% to 92%; group photos 84% to 91%;
-``benchmarks/README.md``).
-A photo with exactly one upright face is not searched again: a turned face beside a single
-upright one is still missed. MTCNN's first two stages propose candidates at lower scores than the
-package's defaults (``MTCNN_STAGE_THRESHOLDS``): 91.0% found, for more false faces; the search
-again also looks at the mirrored photo (``RETRY_VIEWS``): 92.3%; the padding a flat grey instead
-of repeated edge pixels: 93.6% (``PAD_FILLS``).
+image is padded (``PAD_FILLS``) and small images are upscaled before it looks; boxes and landmarks
+are mapped back to the photo's coordinates. It also misses faces turned far in the image plane, so
+a photo is searched again turned by ``RETRY_ANGLES`` and mirrored (``TURNED_SEARCH``,
+``RETRY_VIEWS``). Each of these choices was made on the round trip
+(``benchmarks/photo_roundtrip.py``); its figures are in ``benchmarks/README.md``, not here.
 """
 
 from __future__ import annotations
@@ -45,59 +38,35 @@ import numpy as np
 from .errors import FerError
 
 DETECT_MAX_SIDE = 1024   # large photos are searched at this size; boxes are mapped back
+SMALL_SIDE = 192         # smaller images are upscaled to this before a detector looks
 RETRY_ANGLES = (20.0, -20.0)   # degrees (counter-clockwise) of the turned search (TURNED_SEARCH)
 # When MTCNN searches a photo turned by RETRY_ANGLES: if_none (the upright pass found no face; the
 # first turn that finds faces wins), unless_one (the default: also when it found several, each
-# turn's new faces added), always (every photo, new faces added). The round trip
-# (`python benchmarks/photo_roundtrip.py --faces 900 --detectors haar mtcnn-if_none mtcnn-unless_one
-# mtcnn-always`, machine I, 2026-11-30, quiet): faces found 83.8% / 88.2% / 89.6% (group photos
-# 84% / 91% / 94%), 1.0x / 1.7x / 2.7x the time per photo; unless_one costs a photo with one
-# upright face nothing.
+# turn's new faces added), always (every photo, new faces added). Chosen by the round trip
+# (`python benchmarks/photo_roundtrip.py --detectors mtcnn-if_none mtcnn-unless_one mtcnn-always`).
 TURNED_SEARCH = ("if_none", "unless_one", "always")
 # Other views of the photo searched again after the turns, under the same TURNED_SEARCH rule:
 # "mirrored" (MTCNN is not mirror-symmetric, so the mirrored photo gets other proposals) and
 # "equalized" (the histogram spread over 0-255: faint, low-contrast faces). The crop is still cut
-# from the photo itself. Found by looking at the faces missed among 450 round-trip faces
-# (`--faces 450`), measured on the 900-face draw (101 faces in common, in other photos;
-# `python benchmarks/photo_roundtrip.py --faces 900 --detectors haar mtcnn:mirrored` and
-# `... mtcnn:mirrored,equalized`, machine I, 2026-11-30): found 91.0% with the turns alone, 92.3%
-# mirrored, 93.0% with both; false faces in 540 photos 17 / 18 / 32. The mirror takes two thirds
-# of the gain for one false face; the equalized view is not searched by default.
+# from the photo itself. Chosen by the round trip (`--detectors mtcnn:mirrored mtcnn:mirrored,equalized`).
 VIEWS = ("mirrored", "equalized")
 RETRY_VIEWS = ("mirrored",)
 # MTCNN's first two stages propose candidates above these scores (the package's defaults: PNet 0.6,
 # RNet 0.7); the last stage's score must still reach min_confidence (0.9), so lower proposal
-# thresholds let faces reach the last stage that MTCNN never proposed. The round trip with the
-# turned search (`python benchmarks/photo_roundtrip.py --faces 900 --detectors haar mtcnn/0.6,0.7
-# mtcnn mtcnn/0.3,0.4`, machine I, 2026-11-30; 540 photos): faces found 88.2% at (0.6, 0.7), 91.0% at
-# (0.4, 0.5), 91.7% at (0.3, 0.4); false faces 7 / 17 / 31; end to end 58.6% / 59.7% / 60.1%;
-# time per photo 7.1x Haar's at (0.4, 0.5) beside a training, 6.2x at (0.6, 0.7) quiet. The
-# upright pass alone on 450 other faces
-# (`--faces 450 --detectors mtcnn-upright/0.6,0.7 mtcnn-upright mtcnn-upright/0.3,0.4`):
-# 79.6% / 83.8% / 85.3%, false faces 3 / 3 / 5. (Lowering min_confidence instead finds few more:
-# 81.1% at 0.7 and at 0.5.) (0.4, 0.5) takes most of the gain for half the extra false faces.
+# thresholds let faces reach the last stage that MTCNN never proposed, for some more false faces.
+# Chosen by the round trip (`--detectors mtcnn/0.6,0.7 mtcnn mtcnn/0.3,0.4`).
 MTCNN_STAGE_THRESHOLDS = (0.4, 0.5)   # PNet, RNet
 # What fills the border MTCNN's image is padded with: "mean" (the default: a flat frame of the
-# image's mean grey) or "edge" (its edge pixels repeated outwards, as before). Repeated edges draw
-# streaks from a face that touches the border, which hid faces that fill the frame. The round trip
-# (`python benchmarks/photo_roundtrip.py --model M --faces 900 --detectors haar mtcnn~edge mtcnn`,
-# machine I, 2026-11-30, the same 540 photos as the tables before it): faces found 92.3% with
-# "edge", 93.6% with "mean" (faces that fill the frame 82% to 87%), false faces 18 / 17, end to
-# end +1.1 pt. On 450 other faces (`--faces 450 --detectors mtcnn~edge mtcnn`): 90.9% to 93.3%;
-# on 300 face crops, upright pass only (`--faces 300 --layouts fills --detectors
-# mtcnn-upright~edge mtcnn-upright`): 73.3% to 76.3%.
+# image's mean grey) or "edge" (its edge pixels repeated outwards). Repeated edges draw streaks from
+# a face that touches the border, which hide faces that fill the frame. Chosen by the round trip
+# (`--detectors mtcnn~edge mtcnn`).
 PAD_FILLS = ("mean", "edge")
 SIZE = 48
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # image left / right
 
-# Where MTCNN puts the five landmarks on FER2013's own training faces, in 48x48 pixel coordinates:
-#   python benchmarks/face_geometry.py --faces 1500     (2026-11-29, machine I)
-# upscales Training faces 4x and gives them to the detector as the photo path does (padded); it
-# found 1,241 of 1,500 and printed the medians: left eye (15.2, 18.8), right eye (32.8, 18.2), nose
-# (24.0, 28.8), mouth corners (16.8, 37.5) and (31.2, 37.2), interquartile ranges 2-4 px. Training
-# flips faces, so the model sees both sides alike: the template is that geometry mirror-averaged
-# (eyes level, symmetric about x = 24). Rechecked with today's detector (the flat grey frame, the
-# turns and the mirror; 2026-11-30): 1,424 of 1,500 found, every median within 0.3 px of these.
+# Where MTCNN puts the five landmarks on FER2013's own training faces, in 48x48 pixel coordinates,
+# mirror-averaged (training flips faces, so the model sees both sides alike: eyes level, symmetric
+# about x = 24): `python benchmarks/face_geometry.py --detector mtcnn --faces 1500`.
 TEMPLATE: dict[str, tuple[float, float]] = {
     "left_eye": (15.2, 18.5),
     "right_eye": (32.8, 18.5),
@@ -183,7 +152,7 @@ class MtcnnFaceDetector:
 
     name = "mtcnn"
 
-    def __init__(self, min_confidence: float = 0.9, pad: float = 0.25, min_side: int = 192,
+    def __init__(self, min_confidence: float = 0.9, pad: float = 0.25, min_side: int = SMALL_SIDE,
                  retry_angles: tuple[float, ...] = RETRY_ANGLES, turned_search: str = "unless_one",
                  stage_thresholds: tuple[float, float] = MTCNN_STAGE_THRESHOLDS,
                  retry_views: tuple[str, ...] = RETRY_VIEWS, pad_fill: str = PAD_FILLS[0]):
@@ -296,6 +265,7 @@ YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4
 # best-scoring view are kept (the alignment then levels the face). Chosen by the round trip's
 # turned layout: `python benchmarks/photo_roundtrip.py --detectors yunet yunet-upright`.
 YUNET_TURNS = (-30.0, -15.0, 15.0, 30.0)
+TURN_FACE_SIDE = 96   # px: the face's side (its box's longer side) in the turned views
 
 
 def checked_file(path: Path, sha256: str, what: str) -> Path:
@@ -310,9 +280,12 @@ def checked_file(path: Path, sha256: str, what: str) -> Path:
 
 class YuNetFaceDetector:
     """YuNet through OpenCV's ``FaceDetectorYN``: boxes, five landmarks and a score per face.
-    ``threshold``: the score a face must reach; images whose longer side is under ``min_side`` are
-    upscaled to it first, and larger than ``DETECT_MAX_SIDE`` downscaled to it; boxes and landmarks
-    come back in the photo's coordinates. ``turns``: ``YUNET_TURNS`` (none: the upright pass alone)."""
+    ``threshold``: the score a face must reach. Images whose longer side is under ``SMALL_SIDE`` are
+    upscaled to it, larger than ``DETECT_MAX_SIDE`` downscaled to it; where that finds no face, an
+    image whose longer side is under ``min_side`` is searched again upscaled to it (faces of a few
+    dozen pixels, which YuNet misses at their own size; a face that fills a small image is found
+    by the first pass, and lost when upscaled). Boxes and landmarks come back in the photo's
+    coordinates. ``turns``: ``YUNET_TURNS`` (none: the upright pass alone)."""
 
     name = "yunet"
 
@@ -328,12 +301,13 @@ class YuNetFaceDetector:
             raise FerError(f"OpenCV cannot load the YuNet face detector {path}: {str(exc).strip()[:120]}") from None
 
     def detect(self, gray: np.ndarray) -> list[Face]:
-        faces = self._detect(gray)
+        faces = self._detect(gray) or (self._detect(gray, self.min_side) if max(gray.shape[:2]) < self.min_side else [])
         return [self._levelled(gray, f) for f in faces] if self.turns else faces
 
     def _levelled(self, gray: np.ndarray, face: Face) -> Face:
-        """``face`` with the landmarks of the view of its surroundings, turned by each of ``turns``,
-        where YuNet scores the face highest (mapped back to the photo); its box stays."""
+        """``face`` with the landmarks of the view of its surroundings (upright, or turned by each of
+        ``turns``, all at a scale where the face is about ``TURN_FACE_SIDE`` px) where YuNet scores
+        the face highest, mapped back to the photo; the upright view winning keeps ``face`` as it is."""
         import cv2
 
         x, y, bw, bh = face.box
@@ -343,25 +317,36 @@ class YuNetFaceDetector:
         region = cv2.copyMakeBorder(gray[max(0, cy - r):min(H, cy + r), max(0, cx - r):min(W, cx + r)],
                                     max(0, r - cy), max(0, cy + r - H), max(0, r - cx), max(0, cx + r - W),
                                     cv2.BORDER_REPLICATE)
-        best = face
-        for angle in self.turns:
-            m = cv2.getRotationMatrix2D((r, r), angle, 1.0)
-            near = [f for f in self._detect(cv2.warpAffine(region, m, (2 * r, 2 * r), borderMode=cv2.BORDER_REPLICATE))
-                    if abs(f.box[0] + f.box[2] / 2 - r) < r / 2 and abs(f.box[1] + f.box[3] / 2 - r) < r / 2]
-            if near and near[0].score > best.score:
+        # searched at a scale where the face is about TURN_FACE_SIDE px: enough for YuNet, and cheap
+        f = min(1.0, TURN_FACE_SIDE / max(r, 1))
+        side = max(1, round(2 * r * f))
+        small = cv2.resize(region, (side, side), interpolation=cv2.INTER_AREA) if f < 1 else region
+        c = side / 2
+        best, best_score = face, -1.0   # the upright view competes at the same scale; if it wins, the face stays
+        for angle in (0.0, *self.turns):
+            m = cv2.getRotationMatrix2D((c, c), angle, 1.0)
+            near = [g for g in self._detect(cv2.warpAffine(small, m, (side, side), borderMode=cv2.BORDER_REPLICATE))
+                    if abs(g.box[0] + g.box[2] / 2 - c) < c / 2 and abs(g.box[1] + g.box[3] / 2 - c) < c / 2]
+            if not near or near[0].score <= best_score:
+                continue
+            best_score = near[0].score
+            if angle == 0.0:
+                best = face
+            else:
                 back = cv2.invertAffineTransform(m)
-                marks = {k: (float(back[0, 0] * u + back[0, 1] * v + back[0, 2]) + cx - r,
-                             float(back[1, 0] * u + back[1, 1] * v + back[1, 2]) + cy - r)
+                marks = {k: ((back[0, 0] * u + back[0, 1] * v + back[0, 2]) / f + cx - r,
+                             (back[1, 0] * u + back[1, 1] * v + back[1, 2]) / f + cy - r)
                          for k, (u, v) in near[0].landmarks.items()}
-                best = Face(face.box, marks, near[0].score, detector="yunet")
+                best = Face(face.box, {k: (float(x), float(y)) for k, (x, y) in marks.items()}, face.score,
+                            detector="yunet")
         return best
 
-    def _detect(self, gray: np.ndarray) -> list[Face]:
+    def _detect(self, gray: np.ndarray, min_side: int = SMALL_SIDE) -> list[Face]:
         import cv2
 
         h, w = gray.shape[:2]
         side = max(h, w)
-        scale = DETECT_MAX_SIDE / side if side > DETECT_MAX_SIDE else max(1.0, self.min_side / side)
+        scale = DETECT_MAX_SIDE / side if side > DETECT_MAX_SIDE else max(1.0, min_side / side)
         work = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR) if scale != 1 else gray
         bgr = cv2.cvtColor(np.ascontiguousarray(work), cv2.COLOR_GRAY2BGR)

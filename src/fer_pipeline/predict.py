@@ -197,7 +197,7 @@ def collect_files(inputs: Iterable[str]) -> tuple[list[str], bool]:
 # What `fer predict`, `fer serve` and `fer evaluate-photos` use when params.yaml is not at hand (run
 # outside the repository); tests hold them equal to params.yaml's `predict` section.
 DEFAULTS = {"detector": "yunet", "margin": 0.1, "min_confidence": 0.4, "detector_threshold": 0.6,
-            "detector_min_side": 192, "video_fps": 5, "smooth_frames": 3}
+            "detector_min_side": 640, "video_fps": 5, "smooth_frames": 3}
 
 
 def photo_settings(detector: str | None = None, margin: float | None = None,
