@@ -222,7 +222,7 @@ def detector_named(name: str):
     """``mtcnn-upright``, ``mtcnn/0.6,0.7``, ``mtcnn:mirrored``, ``mtcnn~edge``, ``mtcnn@0.7`` (the module
     docstring)."""
     from fer_pipeline.faces import DETECTORS, YuNetFaceDetector, make_detector
-    from fer_pipeline.predict import photo_settings
+    from fer_pipeline.settings import photo_settings
 
     if name.startswith("yunet"):
         kind, _, threshold = name.partition("@")

@@ -45,8 +45,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from fer_pipeline.faces import make_detector
-    from fer_pipeline.predict import photo_settings
     from fer_pipeline.predictor import load_predictor
+    from fer_pipeline.settings import photo_settings
     from fer_pipeline.video import analyse_video
 
     settings = photo_settings(a.detector)

@@ -41,7 +41,7 @@ def model_under_test():
 
         model = keras.models.load_model(MODEL)
         return lambda batch: model.predict(batch, batch_size=256, verbose=0)
-    from fer_pipeline.release import load_shipped
+    from fer_pipeline.predictor import load_shipped
 
     return load_shipped()
 

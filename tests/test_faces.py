@@ -368,6 +368,6 @@ def test_the_command_writes_json_markdown_figure_and_an_mlflow_run(labelled, tmp
 
 
 def test_the_photo_defaults_in_code_are_params_yaml_s_predict_section():
-    from fer_pipeline.predict import DEFAULTS
+    from fer_pipeline.settings import DEFAULTS
 
     assert repo_params()["predict"] == DEFAULTS

@@ -10,7 +10,8 @@ import pytest
 
 from fer_pipeline.errors import FerError
 from fer_pipeline.labels import LABELS
-from fer_pipeline.release import CARD, MANIFEST, MODEL_FILE, SHIPPED, load_shipped, read_manifest, run_release
+from fer_pipeline.predictor import load_shipped
+from fer_pipeline.release import CARD, MANIFEST, MODEL_FILE, SHIPPED, read_manifest, run_release
 from fer_pipeline.render import pct
 
 from conftest import REPO

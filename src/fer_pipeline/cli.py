@@ -14,9 +14,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow info/warning lines in command output
     parser = argparse.ArgumentParser(prog="fer", description="Facial emotion recognition tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    from . import experiments, export, monitoring, photo_eval, predict, release, serve, workflow
+    from . import experiments, export, monitoring, photo_eval, predict_cli, release, serve, workflow
 
-    for module in (predict, photo_eval, serve, monitoring, export, release, workflow, experiments):
+    for module in (predict_cli, photo_eval, serve, monitoring, export, release, workflow, experiments):
         module.add_parser(sub)
     args = parser.parse_args(argv)
     with one_line_errors("interrupted"):

@@ -403,7 +403,7 @@ def make_detector(name: str, settings: dict | None = None) -> FaceDetector:
     base, plus, _ = name.partition("+")
     if base == "yunet":
         if settings is None:
-            from .predict import photo_settings
+            from .settings import photo_settings
 
             settings = photo_settings()
         found = YuNetFaceDetector(settings["detector_threshold"], settings["detector_min_side"])

@@ -102,7 +102,8 @@ def evaluate_photos(root: Path, predictor, detector, margin: float, min_confiden
     from tqdm import tqdm
 
     from .metrics import wilson_interval
-    from .predict import analyse, photo_settings, read_image
+    from .predict import analyse, read_image
+    from .settings import photo_settings
     from .video import is_video
 
     settings = settings or photo_settings()
@@ -299,7 +300,8 @@ def log_to_mlflow(report: dict, out_dir: Path, root: Path) -> str:
 
 
 def add_parser(sub) -> None:
-    from .predict import add_photo_arguments, photo_settings
+    from .predict import add_photo_arguments
+    from .settings import photo_settings
 
     p = sub.add_parser("evaluate-photos", help="accuracy on your own labelled photos: DIR/<emotion>/*.jpg")
     p.add_argument("folder", help="a folder of class folders (happy/, sad/, ...; aliases such as happiness work)")

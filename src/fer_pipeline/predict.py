@@ -1,25 +1,22 @@
 """Emotions on real photos: decode, detect faces, crop them like FER2013 (48x48 gray), classify in
-batches; the ``fer predict`` command. The same path serves ``fer serve`` and ``fer evaluate-photos``.
+batches. The same path serves ``fer predict`` (``predict_cli``), ``fer serve``, ``fer evaluate-photos``
+and videos (``video``).
 
 Detectors and crops: ``fer_pipeline.faces``. Models: ``fer_pipeline.predictor`` (Keras, LiteRT, MLflow).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FerError
-from .faces import DETECTOR_NAMES, FaceDetector, face_crop, make_detector
+from .faces import DETECTOR_NAMES, FaceDetector, face_crop
 from .labels import LABELS
-from .predictor import Predictor, load_predictor
+from .predictor import Predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 
@@ -178,41 +175,6 @@ def annotate(path: str, result: PhotoResult, out_dir: str | os.PathLike) -> Path
     return out
 
 
-def collect_files(inputs: Iterable[str]) -> tuple[list[str], bool]:
-    """Files named directly (any) plus image and video files found in folders; whether a folder was given."""
-    from .video import VIDEO_SUFFIXES
-
-    files, had_folder = [], False
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            had_folder = True
-            files += sorted(str(f) for f in p.rglob("*")
-                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-        else:
-            files.append(str(p))
-    return files, had_folder
-
-
-# What `fer predict`, `fer serve` and `fer evaluate-photos` use when params.yaml is not at hand (run
-# outside the repository); tests hold them equal to params.yaml's `predict` section.
-DEFAULTS = {"detector": "yunet", "margin": 0.1, "min_confidence": 0.4, "detector_threshold": 0.6,
-            "detector_min_side": 640, "video_fps": 5, "smooth_frames": 3}
-
-
-def photo_settings(detector: str | None = None, margin: float | None = None,
-                   min_confidence: float | None = None) -> dict:
-    """The photo path's settings (params.yaml's ``predict`` section, in the working directory, else
-    ``DEFAULTS``), with each flag given in place of its key."""
-    base = dict(DEFAULTS)
-    if Path("params.yaml").exists():
-        from .params import load
-
-        base = load(["predict"])["predict"]
-    given = {"detector": detector, "margin": margin, "min_confidence": min_confidence}
-    return {**base, **{k: v for k, v in given.items() if v is not None}}
-
-
 def add_photo_arguments(p) -> None:
     """--detector, --margin, --min-confidence (defaults: params.yaml's predict section)."""
     p.add_argument("--detector", choices=DETECTOR_NAMES,
@@ -221,69 +183,3 @@ def add_photo_arguments(p) -> None:
     p.add_argument("--margin", type=float, help="haar: border around each face box, fraction (predict.margin)")
     p.add_argument("--min-confidence", type=float,
                    help="mark faces whose top probability is lower as uncertain (predict.min_confidence)")
-
-
-def run_predict(inputs: list[str], model: str | None, output: str | None, annotate_dir: str | None,
-                settings: dict, batch_images: int = 32, timeline: str | None = None) -> int:
-    """The ``fer predict`` command (``settings``: ``photo_settings``); photos give a JSON line each,
-    videos a timeline folder each (``video``). Returns the exit status (1 only if nothing could be read)."""
-    from tqdm import tqdm
-
-    from .video import is_video, run_videos
-
-    files, had_folder = collect_files(inputs)
-    if not files:
-        raise FerError("no input images or videos found")
-    videos = [f for f in files if is_video(f)]
-    files = [f for f in files if not is_video(f)]
-    predictor = load_predictor(model)
-    found = make_detector(settings["detector"], settings)
-    margin, min_confidence = settings["margin"], settings["min_confidence"]
-    read_ok = 0
-    with (open(output, "w") if output else contextlib.nullcontext(sys.stdout)) as out:
-        if videos:
-            read_ok += run_videos(videos, predictor, found, settings, timeline, annotate_dir, out)
-        bar = tqdm(total=len(files), desc="photos", unit="img", disable=not had_folder or not files,
-                   file=sys.stderr)
-        for i in range(0, len(files), batch_images):
-            chunk = []
-            for f in files[i:i + batch_images]:
-                gray = read_image(f)
-                if gray is None:
-                    print(f"skipped {f}: not a readable image", file=sys.stderr)
-                else:
-                    chunk.append((f, gray))
-            read_ok += len(chunk)
-            for res in analyse(chunk, predictor, found, margin, min_confidence=min_confidence):
-                if not res.faces:
-                    print(f"no face found in {res.file}", file=sys.stderr)
-                out.write(json.dumps({**res.to_dict(), "model": predictor.info}) + "\n")
-                if annotate_dir:
-                    annotate(res.file, res, annotate_dir)
-            bar.update(len(files[i:i + batch_images]))
-        bar.close()
-    if not read_ok:
-        print("error: none of the inputs could be read as an image or a video", file=sys.stderr)
-        return 1
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("predict", help="emotions of the faces in photos (JSON lines) and videos (timelines)")
-    p.add_argument("inputs", nargs="+", help="image and video files and/or folders")
-    p.add_argument("--model", help="a .keras/.tflite file or an MLflow URI such as models:/fer-emotion@champion "
-                                   "(default: the registry champion, else the workspace's models/model.keras, "
-                                   "else the shipped model)")
-    p.add_argument("--output", "-o", help="write JSON lines here instead of stdout")
-    p.add_argument("--annotate", metavar="DIR", help="also write annotated copies of the photos and videos into DIR")
-    p.add_argument("--timeline", metavar="DIR", help="videos: each one's timeline goes into DIR/<name>/ "
-                                                      "(default: timelines/)")
-    add_photo_arguments(p)
-
-    def func(args):
-        s = photo_settings(args.detector, args.margin, args.min_confidence)
-        code = run_predict(args.inputs, args.model, args.output, args.annotate, s, timeline=args.timeline)
-        if code:
-            sys.exit(code)
-
-    p.set_defaults(func=func)

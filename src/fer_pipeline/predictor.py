@@ -113,8 +113,6 @@ def _load(spec: str | None) -> Predictor:
             pred = _load(model_file)
             pred.info["chosen"] = "workspace"
             return pred
-        from .release import load_shipped
-
         pred = load_shipped()
         print(f"model: no registered champion and no {model_file}; using the model the package ships "
               f"(trained on {pred.info['labels']}, released {pred.info['released']})", file=sys.stderr)
@@ -146,3 +144,16 @@ def _load(spec: str | None) -> Predictor:
     import keras
 
     return keras_predictor(keras.models.load_model(path), spec)
+
+
+def load_shipped(folder: Path | None = None) -> Predictor:
+    """The model the package ships (``release``: its file checked against its manifest), its
+    ``info`` naming the release; one line if it is missing or damaged."""
+    from .release import MODEL_FILE, SHIPPED, read_manifest
+
+    folder = Path(folder or SHIPPED)
+    manifest = read_manifest(folder)
+    path = folder / MODEL_FILE
+    info = {"released": manifest["release"]["date"], "commit": manifest["release"]["commit"][:12],
+            "labels": manifest["trained"]["labels"]}
+    return Predictor(str(path), "shipped", litert_fn(str(path)), info)

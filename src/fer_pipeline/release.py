@@ -5,7 +5,7 @@
 with intervals, per-class recall, calibration, the file's sha256, and the decision that shipped
 it), ``model_card.md`` (rendered from the manifest, so the two cannot disagree) and the model's
 val predictions (what the next release is paired against). A clone or an install that never
-trained answers with it (``predictor.load_predictor``'s last resort).
+trained answers with it (``predictor.load_shipped``, ``load_predictor``'s last resort).
 
 ``fer release`` takes the workspace's evaluate and export outputs (the paths dvc.yaml gives those
 stages) and applies the promotion rule (``promotion.decide_from_csv``, params.yaml's
@@ -50,17 +50,6 @@ def read_manifest(folder: Path = SHIPPED) -> dict:
     if sha256(model_path) != want:
         raise FerError(f"the shipped model {model_path} is damaged: its sha256 is not the manifest's; {how}")
     return manifest
-
-
-def load_shipped(folder: Path = SHIPPED):
-    """A ``Predictor`` of the shipped model, its ``info`` naming the release."""
-    from .predictor import Predictor, litert_fn
-
-    manifest = read_manifest(folder)
-    path = Path(folder) / MODEL_FILE
-    info = {"released": manifest["release"]["date"], "commit": manifest["release"]["commit"][:12],
-            "labels": manifest["trained"]["labels"]}
-    return Predictor(str(path), "shipped", litert_fn(str(path)), info)
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,8 +43,9 @@ from fastapi.staticfiles import StaticFiles
 from . import telemetry
 from .faces import FaceDetector, make_detector
 from .monitoring import FaceRecord
-from .predict import DEFAULTS, ImageTooLarge, add_photo_arguments, analyse, decode_image, photo_settings
+from .predict import ImageTooLarge, add_photo_arguments, analyse, decode_image
 from .predictor import FACE_SHAPE, Predictor
+from .settings import DEFAULTS, photo_settings
 
 WEB = Path(__file__).parent / "web"
 
