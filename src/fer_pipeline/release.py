@@ -101,8 +101,9 @@ def build_manifest(root: Path, params: dict, files: dict[str, Path], decision: d
             "val": {"fer2013": val["accuracy"], "ferplus": details["val_ferplus"]["accuracy"]},
             "tflite_test_accuracy": tfl["test_accuracy_tflite"], "keras_test_accuracy": tfl["test_accuracy_keras"],
         },
-        "calibration": {"temperature": cal["temperature"], "applied": bool(cal["helps"]),
-                        "test_ece": cal["test"]["ece"], "labels": cal["labels"]},
+        "calibration": {"test_ece": cal["test"]["ece"], "labels": cal["labels"], "temperature": cal["temperature"],
+                        "temperature_lowers_val_ece": bool(cal["helps"]),
+                        "test_ece_at_temperature": cal["test"]["ece_scaled"]},
         "decision": decision,
     }
 
@@ -112,7 +113,7 @@ def run_release(root: str | Path = ".", folder: Path = SHIPPED, override: str | 
     model there (or ``override`` says why anyway); returns the manifest written. FerError, with
     nothing written, when the rule refuses."""
     from .params import load
-    from .promotion import decide_from_csv, first_model
+    from .promotion import TARGET_COLUMN, decide_from_csv, first_model
     from .render import render
 
     root, folder = Path(root), Path(folder)
@@ -126,7 +127,7 @@ def run_release(root: str | Path = ".", folder: Path = SHIPPED, override: str | 
         champion = {"val": (folder / VAL_PREDICTIONS).read_text()}
         d = decide_from_csv(candidate, champion, list(LABELS), alpha, gain, target, shipped["trained"]["labels"])
     else:
-        d = first_model(alpha, gain, "the package ships no model yet")
+        d = first_model(alpha, gain, "the package ships no model yet", TARGET_COLUMN[target])
     decision = {"promote": d.promote, "rule": d.rule, "reason": d.reason, "override": override, "val": d.val}
     if not d.promote and not override:
         raise FerError(f"release refused, nothing written: {d.reason} (the rule: {d.rule}); "
