@@ -21,7 +21,7 @@ for face crops (the whole image as the face; ``--layouts fills`` draws face crop
 ``--views 2`` also reads every model with test-time views of each crop (the mean over it and its
 mirror at its place and shifted 2 px each way: the evaluate stage's TTA), on the same detections.
 
-``yunet-upright`` names YuNet without its turned views (``faces.YUNET_TURNS``), ``yunet@0.5`` YuNet
+``yunet-turned`` names YuNet with turned views of each face (``faces.YUNET_TURNS``), ``yunet@0.5`` YuNet
 at that score threshold instead of params.yaml's ``predict.detector_threshold``.
 
 Each face goes into one of five layouts, in turn:
@@ -221,13 +221,13 @@ class Remembered:
 def detector_named(name: str):
     """``mtcnn-upright``, ``mtcnn/0.6,0.7``, ``mtcnn:mirrored``, ``mtcnn~edge``, ``mtcnn@0.7`` (the module
     docstring)."""
-    from fer_pipeline.faces import DETECTORS, YuNetFaceDetector, make_detector
+    from fer_pipeline.faces import DETECTORS, YUNET_TURNS, YuNetFaceDetector, make_detector
     from fer_pipeline.settings import photo_settings
 
     if name.startswith("yunet"):
         kind, _, threshold = name.partition("@")
         s = photo_settings()
-        options = {"turns": ()} if kind == "yunet-upright" else {}
+        options = {"turns": YUNET_TURNS} if kind == "yunet-turned" else {}
         return YuNetFaceDetector(float(threshold or s["detector_threshold"]), s["detector_min_side"], **options)
     kind, _, threshold = name.partition("@")
     kind, colon, views = kind.partition(":")

@@ -92,8 +92,8 @@ def test_the_round_trip_names_detector_variants():
         ("edge", (), (), (0.6, 0.7), 0.7)
     d = roundtrip.detector_named("mtcnn:")
     assert (d.pad_fill, d.retry_views, d.turned_search) == ("mean", (), "unless_one")
-    d = roundtrip.detector_named("yunet-upright@0.5")
-    assert (d.turns, d.threshold) == ((), 0.5) and roundtrip.detector_named("yunet").turns
+    d = roundtrip.detector_named("yunet-turned@0.5")
+    assert d.turns and d.threshold == 0.5 and roundtrip.detector_named("yunet").turns == ()
 
 
 def test_the_detector_probe_runs_with_mtcnn_alone(tmp_path):

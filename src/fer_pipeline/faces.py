@@ -260,10 +260,11 @@ class MtcnnFaceDetector:
 
 YUNET_FILE = Path(__file__).parent / "assets" / "yunet" / "face_detection_yunet_2023mar.onnx"
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
-# YuNet finds faces turned in the image plane but puts their eyes level as if they were upright,
-# so each face's surroundings are searched again turned by these degrees and the landmarks of the
-# best-scoring view are kept (the alignment then levels the face). Chosen by the round trip's
-# turned layout: `python benchmarks/photo_roundtrip.py --detectors yunet yunet-upright`.
+# YuNet finds faces turned in the image plane but puts their eyes level as if they were upright.
+# With turns, each face's surroundings are searched again turned by these degrees and the
+# landmarks of the best-scoring view are kept, so the alignment levels the face. Off by default:
+# on the round trip they did not pay (`python benchmarks/photo_roundtrip.py --detectors yunet
+# yunet-turned`); the model, trained with rotations, reads the unlevelled crops as well.
 YUNET_TURNS = (-30.0, -15.0, 15.0, 30.0)
 TURN_FACE_SIDE = 96   # px: the face's side (its box's longer side) in the turned views
 
@@ -285,12 +286,12 @@ class YuNetFaceDetector:
     image whose longer side is under ``min_side`` is searched again upscaled to it (faces of a few
     dozen pixels, which YuNet misses at their own size; a face that fills a small image is found
     by the first pass, and lost when upscaled). Boxes and landmarks come back in the photo's
-    coordinates. ``turns``: ``YUNET_TURNS`` (none: the upright pass alone)."""
+    coordinates. ``turns``: none (the upright pass alone, the default) or e.g. ``YUNET_TURNS``."""
 
     name = "yunet"
 
     def __init__(self, threshold: float, min_side: int, model_file: Path = YUNET_FILE,
-                 turns: tuple[float, ...] = YUNET_TURNS):
+                 turns: tuple[float, ...] = ()):
         import cv2
 
         path = checked_file(Path(model_file), YUNET_SHA256, "the YuNet face detector file")
