@@ -17,8 +17,3 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
 fi
-# The editable install must point at this checkout (a clone's set-up sharing this .venv repoints it).
-if ! .venv/bin/python -c "import pathlib, sys, fer_pipeline; sys.exit(not pathlib.Path(fer_pipeline.__file__).resolve().is_relative_to(pathlib.Path('src').resolve()))" 2>/dev/null; then
-  echo "setup: reinstalling this checkout's package into .venv"
-  .venv/bin/python -m pip install --quiet --no-deps -e .
-fi
