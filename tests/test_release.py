@@ -46,7 +46,8 @@ def test_a_damaged_or_missing_shipped_model_is_one_line(tmp_path, damage):
         (folder / MANIFEST).write_text("{ not json")
     else:
         (folder / MODEL_FILE).unlink()
-    word = {"model": "is damaged: its sha256", "manifest": r"is damaged \(not its JSON\)", "missing": "no shipped model"}
+    word = {"model": "is damaged: its sha256", "manifest": r"is damaged \(not its JSON\)",
+            "missing": "no shipped model"}
     with pytest.raises(FerError, match=word[damage]) as err:
         load_shipped(folder)
     assert "\n" not in str(err.value) and "reinstall" in str(err.value)
