@@ -94,7 +94,10 @@ def test_runs_from_two_clones_meet_on_one_mlflow_server(tmp_path, mlflow_server,
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     first = tmp_path / "first"
-    smoke(REPO, first)  # the whole pipeline, tiny, logging to the server
+    # the whole pipeline, tiny, logging to the server; on FER2013's labels: under the default
+    # ferplus_soft, the evaluation into a store that never saw the run (below) registers no model
+    # (docs/known-issues.md)
+    smoke(REPO, first, {"train.labels": "fer2013"})
 
     reader = subprocess.run([sys.executable, "-c", READER, mlflow_server], capture_output=True, text=True,
                             timeout=600, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
