@@ -85,6 +85,21 @@ function renderPhoto(photo, url) {
   return fig;
 }
 
+// POST a form; the parsed answer, or null after the error is shown (`what`: the error's subject).
+async function postForm(url, form, what) {
+  try {
+    const r = await fetch(url, { method: "POST", body: form });
+    const body = await r.json().catch(() => ({ detail: `the server answered ${r.status}` }));
+    if (r.ok) return body;
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    showError(r.status === 413 ? `Too large: ${detail}` : `Could not analyse${what}: ${detail}`);
+  } catch (e) {
+    showError("The server could not be reached: " + e.message);
+  }
+  $("status").textContent = "";
+  return null;
+}
+
 function isVideo(f) {
   return (f.type || "").startsWith("video/") || /\.(mp4|avi|mov|mkv|webm|m4v|mpe?g|wmv)$/i.test(f.name);
 }
@@ -94,20 +109,8 @@ async function sendVideo(file) {
   $("status").textContent = `analysing the video ${file.name}...`;
   const form = new FormData();
   form.append("file", file, file.name);
-  let body;
-  try {
-    const r = await fetch("/video", { method: "POST", body: form });
-    body = await r.json().catch(() => ({ detail: `the server answered ${r.status}` }));
-    if (!r.ok) {
-      showError(`Could not analyse ${file.name}: ${typeof body.detail === "string" ? body.detail : r.status}`);
-      $("status").textContent = "";
-      return;
-    }
-  } catch (e) {
-    showError("The server could not be reached: " + e.message);
-    $("status").textContent = "";
-    return;
-  }
+  const body = await postForm("/video", form, ` ${file.name}`);
+  if (!body) return;
   const fig = el("figure", "video");
   const img = el("img");
   img.src = body.figure;
@@ -133,21 +136,8 @@ async function send(files) {
     form.append("file", f, f.name);
     urls[f.name] = URL.createObjectURL(f);
   }
-  let body;
-  try {
-    const r = await fetch("/predict", { method: "POST", body: form });
-    body = await r.json().catch(() => ({ detail: `the server answered ${r.status}` }));
-    if (!r.ok) {
-      const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-      showError(r.status === 413 ? `Too large: ${detail}` : `Could not analyse: ${detail}`);
-      $("status").textContent = "";
-      return;
-    }
-  } catch (e) {
-    showError("The server could not be reached: " + e.message);
-    $("status").textContent = "";
-    return;
-  }
+  const body = await postForm("/predict", form, "");
+  if (!body) return;
   const results = $("results");
   results.textContent = "";
   body.photos.forEach((photo) => results.appendChild(renderPhoto(photo, urls[photo.file])));
