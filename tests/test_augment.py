@@ -40,7 +40,8 @@ def test_flip_only_mirrors_and_disabled_is_identity():
         assert np.array_equal(o, i) or np.array_equal(o, i[:, ::-1])
     assert any(not np.array_equal(o, i) for o, i in zip(out, x))
     section = {"enabled": False, "flip": True, "rotation": 0.3, "translation": 0.1, "zoom": 0.1,
-               "erasing_prob": 0.5, "erasing_max_area": 0.2, "mixup_alpha": 0.2}
+               "erasing_prob": 0.5, "erasing_max_area": 0.2, "mixup_alpha": 0.2, "low_res_prob": 0.5,
+               "low_res_min_side": 16}
     off = AugmentConfig.from_params(section, 48)
     np.testing.assert_array_equal(augment_batch(BATCH, off, tf.constant([0, 0], tf.int64)).numpy(), x)
     on = AugmentConfig.from_params({**section, "enabled": True}, 44)
@@ -87,6 +88,32 @@ def test_mixup_mixes_images_labels_and_weights_with_the_same_ratio():
     assert mixed >= 4
 
 
+def test_low_resolution_faces_lose_their_fine_detail_only():
+    # Each picked face is scaled down to one of the sides and back: its coarse picture (an 8x8 mean)
+    # stays, its pixel-level detail goes; the others are untouched. Off, the stream has no such draw.
+    from fer_pipeline.augment import draw_numpy, draw_tf
+
+    cfg = aug(low_res_prob=0.5, low_res_min_side=12)
+    assert cfg.low_res_sides() == [12, 16, 20, 24, 28, 32, 36, 40, 44]
+    d = draw_tf(tf.constant(len(BATCH)), cfg, tf.constant([0, 3], tf.int64))
+    out = augment_batch(BATCH, cfg, tf.constant([0, 3], tf.int64)).numpy()
+    x = BATCH.numpy()
+    picked = d["low_res"].numpy()
+    assert 0 < picked.sum() < len(x)
+    detail = lambda a: np.abs(np.diff(a[..., 0], axis=1)).mean()
+    coarse = lambda a: a[..., 0].reshape(6, 8, 6, 8).mean(axis=(1, 3))
+    ratios = []
+    for o, i, p in zip(out, x, picked):
+        if not p:
+            np.testing.assert_array_equal(o, i)
+            continue
+        assert np.abs(coarse(o) - coarse(i)).mean() < 12
+        ratios.append(detail(o) / detail(i))
+    assert max(ratios) < 0.97 and np.mean(ratios) < 0.8, ratios
+    assert "low_res" not in draw_tf(tf.constant(4), aug(flip=True), tf.constant([0, 3], tf.int64))
+    assert "low_res" not in draw_numpy(4, aug(flip=True), np.random.default_rng(0))
+
+
 def test_the_tensorflow_stream_is_pinned():
     # The default model's augmentation stream (batch seed (42, 7)): these draws come from
     # TensorFlow's stateless Philox, the same on every machine. A change here changes what the
@@ -106,7 +133,7 @@ def test_numpy_draws_follow_the_same_distributions_as_tensorflows():
     from fer_pipeline.augment import draw_numpy, draw_tf
 
     cfg = aug(flip=True, rotation=0.04, translation=0.1, zoom=0.1, erasing_prob=0.3, erasing_max_area=0.15,
-              crop_size=40)
+              crop_size=40, low_res_prob=0.4)
     n = 20000
     a = draw_numpy(n, cfg, np.random.default_rng(0))
     b = {k: v.numpy() for k, v in draw_tf(tf.constant(n), cfg, tf.constant([1, 2], tf.int64)).items()}

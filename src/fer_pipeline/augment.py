@@ -41,6 +41,8 @@ class AugmentConfig:
     erasing_max_area: float
     mixup_alpha: float          # 0 disables mixup
     crop_size: int = 48         # random crops of this side (``train.crop_size``); 48 = whole face
+    low_res_prob: float = 0.0   # share of faces scaled down and back up (a small face's resolution)
+    low_res_min_side: int = 16  # ...to a side drawn from LOW_RES_STEP steps between this and 48
 
     @classmethod
     def from_params(cls, p: dict, crop_size: int = 48) -> AugmentConfig:
@@ -48,6 +50,10 @@ class AugmentConfig:
         if not p["enabled"]:
             return cls.none(crop_size)
         return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k != "crop_size"}, crop_size=crop_size)
+
+    def low_res_sides(self, side: int = 48) -> list[int]:
+        """The sides a low-resolution face is scaled down to, every LOW_RES_STEP px below ``side``."""
+        return list(range(self.low_res_min_side, side, LOW_RES_STEP)) if self.low_res_prob else []
 
     @classmethod
     def none(cls, crop_size: int = 48) -> AugmentConfig:
@@ -58,6 +64,11 @@ class AugmentConfig:
 # How uncovered borders are filled (Keras name): reflection with the edge pixel repeated, numpy's
 # "symmetric"; metrics.shifted fills test-time shifts the same way (tests/test_metrics.py).
 FILL_MODE = "reflect"
+
+# Low-resolution faces: scaled down by area averaging (a camera's small face) to one of the sides
+# every LOW_RES_STEP px from ``low_res_min_side``, then back up bilinearly (as ``faces.align`` upscales
+# a small face). A fixed set of sides keeps the pixel work batched: one pair of resizes per side.
+LOW_RES_STEP = 4
 
 
 def affine_transforms(angle, scale, shift, offset, width, height):
@@ -105,6 +116,11 @@ def draw_tf(n: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor, side: int = 48) -
     d["area"] = uniform([n], e[1], 0.02, cfg.erasing_max_area)
     d["ratio"] = tf.exp(uniform([n], e[2], math.log(0.3), math.log(3.3)))
     d["y0"], d["x0"] = uniform([n], e[3]), uniform([n], e[4])
+    if cfg.low_res_prob:
+        # From a seed of its own, so the draws above (the default's stream) stay as they were.
+        r = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 1), 2)
+        d["low_res"] = uniform([n], r[0]) < cfg.low_res_prob
+        d["low_side"] = tf.random.stateless_uniform([n], r[1], 0, len(cfg.low_res_sides(side)), tf.int32)
     return d
 
 
@@ -113,7 +129,7 @@ def draw_numpy(n: int, cfg: AugmentConfig, rng: np.random.Generator, side: int =
     per batch from ``(seed, batch index)``)."""
     f = np.float32
     u = rng.uniform
-    return {"flip": (u(size=(n, 1, 1, 1)) < 0.5),
+    d = {"flip": (u(size=(n, 1, 1, 1)) < 0.5),
             "angle": (u(-1, 1, n) * cfg.rotation * 2 * math.pi).astype(f),
             "scale": (1.0 + u(-1, 1, n) * cfg.zoom).astype(f),
             "shift": (u(-1, 1, (n, 2)) * cfg.translation).astype(f),
@@ -122,6 +138,10 @@ def draw_numpy(n: int, cfg: AugmentConfig, rng: np.random.Generator, side: int =
             "area": u(0.02, max(cfg.erasing_max_area, 0.02), n).astype(f),
             "ratio": np.exp(u(math.log(0.3), math.log(3.3), n)).astype(f),
             "y0": u(size=n).astype(f), "x0": u(size=n).astype(f)}
+    if cfg.low_res_prob:
+        d["low_res"] = u(size=n) < cfg.low_res_prob
+        d["low_side"] = rng.integers(0, len(cfg.low_res_sides(side)), n).astype(np.int32)
+    return d
 
 
 def draw_mix_tf(n: tf.Tensor, alpha: float, seed: tf.Tensor) -> tuple:
@@ -167,9 +187,23 @@ def _erase(batch, cfg: AugmentConfig, d: dict):
     return ops.where(inside[..., None], fill, batch)
 
 
+def _low_res(batch, cfg: AugmentConfig, d: dict):
+    ops = keras.ops
+    side = batch.shape[1]
+    out = batch
+    for i, s in enumerate(cfg.low_res_sides(side)):
+        small = ops.image.resize(batch, (s, s), interpolation="area")
+        back = ops.image.resize(small, (side, side), interpolation="bilinear")
+        pick = d["low_res"] & (d["low_side"] == i)
+        out = ops.where(pick[:, None, None, None], back, out)
+    return out
+
+
 def apply(images, cfg: AugmentConfig, d: dict):
     """Augment a float32 batch (n, side, side, 1) of 0-255 pixels with the draws ``d``."""
     x = images
+    if cfg.low_res_prob:
+        x = _low_res(x, cfg, d)
     if cfg.flip:
         x = keras.ops.where(d["flip"], keras.ops.flip(x, axis=2), x)
     if cfg.rotation or cfg.zoom or cfg.translation or cfg.crop_size < images.shape[1]:

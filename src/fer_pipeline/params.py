@@ -92,6 +92,8 @@ class Augment(Section):
     erasing_prob: Fraction
     erasing_max_area: Annotated[float, Field(gt=0.02, le=1)]
     mixup_alpha: Annotated[float, Field(ge=0)]
+    low_res_prob: Fraction
+    low_res_min_side: Annotated[int, Field(ge=8, le=44)]
 
 
 class Preprocess(Section):
