@@ -3,16 +3,18 @@ against the FER+ most-voted label, from the test predictions each run committed.
 
     python scripts/recall_by_labels.py NAME=REV [NAME=REV ...]
 
-REV is any git revision or DVC experiment ref whose ``reports/eval/test_predictions.csv``
-(``actual,predicted,ferplus``: the evaluate stage's) is the run's; prints a Markdown table.
+REV is any git revision or DVC experiment ref whose committed test predictions
+(``actual,predicted,ferplus``: the evaluate stage's, wherever that revision's dvc.yaml put them)
+are the run's; prints a Markdown table.
 """
 
 import csv
 import io
-import subprocess
 import sys
+from pathlib import Path
 
 from fer_pipeline.labels import LABELS
+from fer_pipeline.workflow import resolve_revision, stored_predictions_at
 
 
 def recalls(text: str, column: str) -> dict[str, float]:
@@ -27,8 +29,7 @@ def main() -> None:
         sys.exit(__doc__)
     tables = {}
     for name, rev in runs:
-        text = subprocess.run(["git", "show", f"{rev}:reports/eval/test_predictions.csv"], capture_output=True,
-                              text=True, check=True).stdout
+        text = stored_predictions_at(Path("."), resolve_revision(Path("."), rev))["test"]
         tables[name] = {"FER2013": recalls(text, "actual"), "FER+": recalls(text, "ferplus")}
     print("| emotion | " + " | ".join(f"{n}: FER2013 / FER+" for n, _ in runs) + " |")
     print("|---|" + "---|" * len(runs))

@@ -53,8 +53,8 @@ def workdir(root: Path, params: dict, n_train: int = 96, n_val: int = 40) -> Pat
         (root / "data/processed").mkdir(parents=True, exist_ok=True)
         np.savez(root / f"data/processed/{split}.npz", x=x, y=y, row_id=np.arange(n),
                  votes=np.zeros((n, 10), np.int16))
-    (root / "reports").mkdir(exist_ok=True)
-    (root / "reports/preprocess.json").write_text(json.dumps({"class_weights": {str(k): 1.0 for k in range(7)}}))
+    (root / "reports/preprocess").mkdir(parents=True, exist_ok=True)
+    (root / "reports/preprocess/summary.json").write_text(json.dumps({"class_weights": {str(k): 1.0 for k in range(7)}}))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
@@ -93,7 +93,7 @@ def run_stage(root: Path, env: dict) -> str:
 
 
 def losses(root: Path) -> np.ndarray:
-    return np.array([r["loss"] for r in json.loads((root / "reports/train_history.json").read_text())])
+    return np.array([r["loss"] for r in json.loads((root / "reports/train/history.json").read_text())])
 
 
 def runs(root: Path) -> list:
@@ -144,8 +144,8 @@ def test_jax_and_tensorflow_runs_log_the_same_mlflow_keys(single_jax, tmp_path):
     assert set(jax_run.data.metrics) == set(tf_run.data.metrics) and "val_accuracy" in jax_run.data.metrics
     assert set(jax_run.data.params) == set(tf_run.data.params)
     assert (jax_run.data.tags["keras_backend"], tf_run.data.tags["keras_backend"]) == ("jax", "tensorflow")
-    assert json.loads((jax_root / "reports/train_metrics.json").read_text()).keys() == \
-        json.loads((tf_root / "reports/train_metrics.json").read_text()).keys()
+    assert json.loads((jax_root / "reports/train/metrics.json").read_text()).keys() == \
+        json.loads((tf_root / "reports/train/metrics.json").read_text()).keys()
 
 
 def test_two_virtual_devices_train_like_one(single_jax, tmp_path):
@@ -180,7 +180,7 @@ def test_multi_process_two_processes_train_like_one(single_jax, tmp_path):
     assert len(d0) == len(d1) == 1 and d0 == d1, outs
     assert "2 devices in 2 process(es)" in outs[0]
     assert (roots[0] / "models/model.keras").exists() and not (roots[1] / "models").exists()
-    assert not (roots[1] / "reports/train_history.json").exists()
+    assert not (roots[1] / "reports/train/history.json").exists()
     assert len(runs(roots[0])) == 1 and runs(roots[1]) == []
     np.testing.assert_allclose(losses(roots[0]), losses(single_jax[0]), rtol=1e-4)
 

@@ -52,7 +52,7 @@ def test_a_stale_experiments_page_is_detected(tmp_path):
     from fer_pipeline.errors import FerError
     from fer_pipeline.experiments import render
 
-    for rel in ("reports/experiments.yaml", "reports/preprocess.json", "docs/experiments.md"):
+    for rel in ("reports/experiments.yaml", "reports/preprocess/summary.json", "docs/experiments.md", "dvc.yaml"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     rows = yaml.safe_load((tmp_path / "reports/experiments.yaml").read_text())

@@ -181,8 +181,8 @@ def test_the_trace_sees_the_core_of_every_stage(traced):
     assert "src/fer_pipeline/training.py" in t["train"]["modules"]
     assert "src/fer_pipeline/params.py" in t["ingest"]["modules"]
     assert any(r.startswith("data/processed/") for r in t["train"]["reads"])
-    assert "reports/preprocess.json" in t["train"]["reads"]
-    assert "reports/validation.json" in t["evaluate"]["reads"]
+    assert "reports/preprocess/summary.json" in t["train"]["reads"]
+    assert "reports/validate/metrics.json" in t["evaluate"]["reads"]
     assert t["train"]["params"] == ["preprocess.augment", "tracking", "train"]
     assert "src/fer_pipeline/photo_eval.py" in t["photos"]["modules"]
     assert any(r.startswith("photos/tiny/happy/") for r in t["photos"]["reads"])
@@ -190,7 +190,7 @@ def test_the_trace_sees_the_core_of_every_stage(traced):
 
 @pytest.mark.parametrize("stage,dep,expect", [
     ("train", "src/fer_pipeline/plots.py", "train: loads src/fer_pipeline/plots.py"),
-    ("evaluate", "reports/preprocess.json", "evaluate: reads reports/preprocess.json"),
+    ("evaluate", "reports/preprocess", "evaluate: reads reports/preprocess/summary.json"),
     ("export", "src/fer_pipeline/predictor.py", "export: loads src/fer_pipeline/predictor.py"),
     ("evaluate", "src/fer_pipeline/templates/model_card.md.j2",
      "evaluate: reads src/fer_pipeline/templates/model_card.md.j2"),
@@ -221,18 +221,19 @@ def test_a_dep_that_is_never_loaded_is_caught(traced):
 def test_an_output_that_is_not_declared_is_caught(traced):
     dvc = copy.deepcopy(traced["dvc"])
     outs = dvc["stages"]["evaluate"]["outs"]
-    outs[:] = [o for o in outs if "reports/model_card.md" not in (o if isinstance(o, str) else next(iter(o)))]
+    outs[:] = [o for o in outs if "reports/evaluate" != (o if isinstance(o, str) else next(iter(o)))]
     found = problems(dvc, traced["params"], traced["traces"])
-    assert "evaluate: writes reports/model_card.md, which its outs do not name" in found
-    assert ("evaluate: its cmd passes model_card_md=reports/model_card.md, which neither its deps nor "
+    assert "evaluate: writes reports/evaluate/model_card.md, which its outs do not name" in found
+    assert ("evaluate: its cmd passes reports=reports/evaluate, which neither its deps nor "
             "its outs name") in found
 
 
 def test_the_trace_sees_what_stages_write(traced):
     t = traced["traces"]
     written = {stage: {_written(w) for w in t[stage]["writes"]} for stage in t}
-    assert "models/model.keras" in written["train"] and "reports/metrics.json" in written["evaluate"]
-    assert "reports/validation.html" in written["validate"] and "models/model.tflite" in written["export"]
+    assert "models/model.keras" in written["train"] and "reports/evaluate/metrics.json" in written["evaluate"]
+    assert "reports/validate/validation.html" in written["validate"] and "models/model.tflite" in written["export"]
+    assert "data/figures/evaluate/test_correct.png" in written["evaluate"]
 
 
 def test_the_package_has_no_import_circle_and_no_stage_loads_the_fer_command(traced):

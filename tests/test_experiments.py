@@ -2,6 +2,7 @@
 git repository with the experiment's ref where `dvc exp run` puts it; and the compute plot of the record."""
 
 import json
+import shutil
 import subprocess
 
 import yaml
@@ -21,6 +22,7 @@ def test_record_writes_the_row_of_an_experiment_with_a_command_a_shell_reruns(tm
                         "crop_size": 48, "epochs": 22, "progressive": {"epochs": 0, "size": 32}}}
     git(tmp_path, "init", "-q")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")   # where the stages' reports are
     (tmp_path / RECORD).parent.mkdir(parents=True)
     (tmp_path / RECORD).write_text("[]\n")
     git(tmp_path, "add", ".")
@@ -29,10 +31,12 @@ def test_record_writes_the_row_of_an_experiment_with_a_command_a_shell_reruns(tm
     params["train"]["labels"] = "ferplus_soft"
     params["train"]["model"]["bn_vgg"]["widths"] = [24, 48, 96]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "reports/train_metrics.json").write_text(json.dumps(
+    for stage in ("train", "evaluate"):
+        (tmp_path / "reports" / stage).mkdir()
+    (tmp_path / "reports/train/metrics.json").write_text(json.dumps(
         {"train_images": 27845, "train_gflop_per_image": 0.5, "train_compute_tflop": 420.0,
          "train_seconds": 3000, "train_images_per_second": 250.4}))
-    (tmp_path / "reports/metrics.json").write_text(json.dumps(
+    (tmp_path / "reports/evaluate/metrics.json").write_text(json.dumps(
         {"val_acc": 0.6, "val_fp": 0.8512, "test_acc": 0.59, "test_tta": 0.6, "fp_acc": 0.848}))
     (tmp_path / "models").mkdir()
     (tmp_path / "models/mlflow_run.json").write_text(json.dumps({"run_id": None}))

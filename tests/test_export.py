@@ -62,7 +62,7 @@ def test_export_command_takes_its_defaults_from_params_yaml(tmp_path):
 
 def test_export_command_writes_beside_the_model_and_no_report_unless_asked(tmp_path):
     """A manual export of another model must not overwrite the pipeline's models/model.tflite or
-    reports/tflite.json (both belong to the export stage)."""
+    reports/export/tflite.json (both belong to the export stage)."""
     import shutil
 
     from helpers import REPO, fer_cli, tiny_model_file

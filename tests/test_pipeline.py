@@ -42,10 +42,11 @@ def test_dvc_yaml_stages_and_params_sections_agree():
         assert (REPO / "pipeline" / f"{stage}.py").exists()
         spec = spec.get("do", spec)  # photos: one stage per evaluate.photo_sets entry (foreach)
         assert sorted(spec["params"]) == sorted(STAGE_PARAMS[stage])
-    # One metrics file of headline figures for the pipeline (per-stage reports are plain outputs),
-    # and one per photo set.
+    # One metrics file of headline figures for the pipeline, in the evaluate stage's folder (the
+    # other reports are plain outputs), and one per photo set.
     metrics = [next(iter(m)) for s in dvc["stages"].values() for m in s.get("do", s).get("metrics", [])]
-    assert metrics == ["reports/metrics.json", "reports/photos/${item.name}/metrics.json"]
+    assert dvc["metrics"] == ["reports/evaluate/metrics.json"]
+    assert metrics == ["reports/photos/${item.name}/metrics.json"]
     assert params["evaluate"]["photo_sets"] == []     # off by default
 
 
@@ -146,14 +147,14 @@ def test_validate_stage_exits_non_zero_with_one_line_on_hard_failure(fer_fixture
     (work / "reports").mkdir(parents=True)
     from fer_pipeline.data import ingest_to
 
-    ingest_to(str(fer_fixture.zip), str(work / "data/interim"), str(work / "reports/ingest.json"), workers=1)
+    ingest_to(str(fer_fixture.zip), str(work / "data/interim"), str(work / "reports/ingest/summary.json"), workers=1)
     bad = {**tiny_validate_cfg, "class_share_range": [0.5, 0.6]}
     (work / "params.yaml").write_text(full_params(validate=bad))
     r = subprocess.run(stage_cmd("validate"), cwd=work, capture_output=True, text=True)
     assert r.returncode == 1
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: validation failed:")
-    assert json.loads((work / "reports/validation.json").read_text())["success"] is False
+    assert json.loads((work / "reports/validate/metrics.json").read_text())["success"] is False
 
 
 def test_ingest_stage_reports_a_missing_archive_in_one_line(tmp_path):
@@ -182,7 +183,7 @@ def test_ingest_and_preprocess_twice_give_identical_bytes(fer_fixture, tmp_path,
             subprocess.run(stage_cmd(stage), cwd=work, check=True, capture_output=True)
         files = sorted(p for d in ("data", "reports") for p in (work / d).rglob("*") if p.is_file())
         hashes.append({str(p.relative_to(work)): p.read_bytes() for p in files})
-    assert set(hashes[0]) >= {"data/processed/train.npz", "data/interim/manifest.parquet", "reports/preprocess.json"}
+    assert set(hashes[0]) >= {"data/processed/train.npz", "data/interim/manifest.parquet", "reports/preprocess/summary.json"}
     assert hashes[0] == hashes[1]
 
 
@@ -225,8 +226,9 @@ def test_smoke_dvc_repro_runs_every_stage_in_a_temp_repo(tmp_path, monkeypatch):
     mine = json.loads((repo / "reports/photos/mine/metrics.json").read_text())
     assert mine["found"] == 0.5 and mine["photo_acc"] <= 0.5      # the blank photo has no face
     assert 0 <= metrics["test"]["accuracy"] <= 1 and metrics["test"]["per_class"]["sad"]["support"] == 10
-    for f in ("reports/model_card.md", "reports/figures/confusion_test.png", "reports/validation.html",
-              "reports/augmentation_preview.png", "models/model.keras", "dvc.lock"):
+    for f in ("reports/evaluate/model_card.md", "reports/evaluate/confusion_test.png",
+              "reports/validate/validation.html", "data/figures/train/augmentation_preview.png",
+              "data/figures/evaluate/test_correct.png", "models/model.keras", "dvc.lock"):
         assert (repo / f).exists(), f
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, capture_output=True, text=True)
     assert "up to date" in status.stdout
@@ -247,7 +249,7 @@ def test_smoke_dvc_repro_runs_every_stage_in_a_temp_repo(tmp_path, monkeypatch):
     assert run.data.tags["registry_alias"] == "champion"
     # The pipeline's headline in `dvc metrics show` fits a 160-column terminal (each photo set adds
     # its own five columns beside it)
-    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "reports/metrics.json"], cwd=repo,
+    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "reports/evaluate/metrics.json"], cwd=repo,
                            capture_output=True, text=True, check=True).stdout
     assert "test_acc" in shown and max(len(line) for line in shown.splitlines()) <= 160, shown
     shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=repo, capture_output=True,

@@ -84,9 +84,10 @@ def workspace(root, tflite_file, right: float, labels: str = "fer2013"):
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 7, 600)
     pred = np.where(np.arange(600) < right * 600, truth, (truth + 1) % 7)
-    (root / "reports/eval").mkdir(parents=True, exist_ok=True)
+    for stage in ("evaluate", "export"):
+        (root / "reports" / stage).mkdir(parents=True, exist_ok=True)
     (root / "models").mkdir(exist_ok=True)
-    (root / "reports/eval/val_predictions.csv").write_text(_val_csv(truth, pred))
+    (root / "reports/evaluate/val_predictions.csv").write_text(_val_csv(truth, pred))
     board = {"accuracy": right, "accuracy_ci95": [right - 0.02, right + 0.02], "tta_accuracy": right + 0.005,
              "macro_f1": right - 0.1, "per_class": {k: {"recall": 0.5 + i / 100} for i, k in enumerate(LABELS)}}
     details = {"test": board, "val": board, "val_ferplus": {"accuracy": right + 0.1},
@@ -94,9 +95,9 @@ def workspace(root, tflite_file, right: float, labels: str = "fer2013"):
                                 "tta_accuracy": right + 0.12, "images": 3349},
                "calibration": {"temperature": 1.1, "helps": False, "test": {"ece": 0.03, "ece_scaled": 0.031},
                                "labels": "FER2013 labels"}}
-    (root / "reports/evaluation.json").write_text(json.dumps(details))
-    (root / "reports/metrics.json").write_text(json.dumps({"test_acc": right}))
-    (root / "reports/tflite.json").write_text(json.dumps({"quantize": "dynamic", "test_accuracy_keras": right,
+    (root / "reports/evaluate/evaluation.json").write_text(json.dumps(details))
+    (root / "reports/evaluate/metrics.json").write_text(json.dumps({"test_acc": right}))
+    (root / "reports/export/tflite.json").write_text(json.dumps({"quantize": "dynamic", "test_accuracy_keras": right,
                                                           "test_accuracy_tflite": right - 0.001}))
     shutil.copy(tflite_file, root / "models/model.tflite")
     return root
@@ -133,8 +134,8 @@ def test_an_override_ships_a_refused_model_and_the_manifest_says_why(tmp_path, t
 
 def test_release_without_evaluate_outputs_is_one_line(tmp_path, tflite_file):
     root = workspace(tmp_path / "ws", tflite_file, 0.6)
-    (root / "reports/eval/val_predictions.csv").unlink()
-    with pytest.raises(FerError, match=r"nothing to release: reports/eval/val_predictions.csv missing; run `dvc"):
+    (root / "reports/evaluate/val_predictions.csv").unlink()
+    with pytest.raises(FerError, match=r"nothing to release: reports/evaluate/val_predictions.csv missing; run `dvc"):
         run_release(root, folder=tmp_path / "model")
     assert not (tmp_path / "model").exists()
 

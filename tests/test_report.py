@@ -33,7 +33,7 @@ def test_model_card_shows_the_figures_it_is_given():
                                        "dropped": {"train_duplicates": 703}},
                       {"expectations": 16, "failed": 0, "duplicates_within_split": 1, "duplicates_across_splits": 2,
                        "near_blank": 3}, DECISION, {"evaluate": {"tta_shift_px": 2}},
-                      {"confusion_png": "reports/figures/confusion_test.png"}, "`bn_vgg`", PEERS)
+                      {"confusion_test.png": "confusion_test.png", "test_correct.png": "../../data/figures/evaluate/test_correct.png"}, "`bn_vgg`", PEERS)
     assert "| **test = PrivateTest** (70 images) | **67.0%** | 65.5%-68.5% | 0.600 | 0.650 | 68.3% |" in card
     assert "accuracy (TTA, 10 views)" in card and "shifted 2 px left, right, up and down" in card
     assert "Train = Training (28,006 images after cleaning)" in card and "train duplicates: 703" in card
@@ -41,7 +41,8 @@ def test_model_card_shows_the_figures_it_is_given():
     assert "alias `challenger`: val gain -0.59 pt is below." in card
     assert "- val (decides): 66.06% vs champion 66.65% (-0.59 pt), 219 images right only here" in card
     assert "- test (" not in card                                   # no test comparison given
-    assert "![confusion_png](figures/confusion_test.png)" in card  # relative to reports/
+    assert "![confusion_test](confusion_test.png)" in card          # paths as given: relative to the card
+    assert "![test_correct](../../data/figures/evaluate/test_correct.png)" in card
     assert "1,242,151 parameters" in card and "434.8 TFLOP" in card
     assert "{{" not in card and "{%" not in card
     assert "## Calibration" not in card                             # no calibration measured
@@ -55,11 +56,11 @@ def test_model_card_states_the_calibration_and_its_decision():
     y = probs.argmax(1)                       # always right: very underconfident
     cal = calibrate((probs, y), (probs, y), 15, 0.005)
     card = model_card({**METRICS, "calibration": cal}, TRAIN, {}, {}, None, {"evaluate": {"tta_shift_px": 2}},
-                      {"reliability_png": "reports/figures/reliability_test.png"}, "`bn_vgg`", PEERS)
+                      {"reliability_test.png": "reliability_test.png"}, "`bn_vgg`", PEERS)
     assert "## Calibration: what a probability means" in card
     assert f"Test: ECE {cal['test']['ece']:.3f}" in card and f"(T = {cal['temperature']:.2f})" in card
     assert cal["helps"] and "do not apply it yet" in card and f"Decided on val alone: {cal['decision']}" in card
-    assert "![reliability](figures/reliability_test.png)" in card
+    assert "![reliability](reliability_test.png)" in card
 
 
 def test_model_card_without_tta_or_registry():

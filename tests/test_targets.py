@@ -114,16 +114,16 @@ def test_a_ferplus_soft_pipeline_trains_on_votes_and_reports_both_scoreboards(fe
         by_split[usage].append(votes[rel] or [0] * 10)
     arr = {u: np.array(v) for u, v in by_split.items()}
     soft_train = make_targets("ferplus_soft", np.zeros(len(arr["Training"]), int), arr["Training"], True)
-    train_metrics = json.loads((tmp_path / "reports/train_metrics.json").read_text())
+    train_metrics = json.loads((tmp_path / "reports/train/metrics.json").read_text())
     assert train_metrics["labels"] == "ferplus_soft"
     assert train_metrics["train_images"] == int(soft_train.keep.sum()) < 21
     assert train_metrics["val_images"] == int((most_voted(arr["PublicTest"]) >= 0).sum())
-    details = json.loads((tmp_path / "reports/evaluation.json").read_text())
+    details = json.loads((tmp_path / "reports/evaluate/evaluation.json").read_text())
     n_test_fp = int((most_voted(arr["PrivateTest"]) >= 0).sum())
     assert details["test_ferplus"]["images"] == n_test_fp and 0 < n_test_fp < 21
     assert sum(c["support"] for c in details["test"]["per_class"].values()) == 21
     assert "tta_accuracy" in details["test_ferplus"]
     assert details["registry"]["rule"].endswith("against FER+ most-voted labels)")
-    headline = json.loads((tmp_path / "reports/metrics.json").read_text())
+    headline = json.loads((tmp_path / "reports/evaluate/metrics.json").read_text())
     assert headline["fp_acc"] == details["test_ferplus"]["accuracy"] and details["target"]["labels"] == "ferplus_soft"
-    assert "FER+ most-voted label" in (tmp_path / "reports/model_card.md").read_text()
+    assert "FER+ most-voted label" in (tmp_path / "reports/evaluate/model_card.md").read_text()

@@ -14,7 +14,7 @@ def _git(repo, *args):
 
 def test_outputs_rewritten_by_dvc_do_not_make_a_run_dirty_but_sources_and_params_do(tmp_path, monkeypatch):
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
-    for rel in ("params.yaml", "src/fer_pipeline/training.py", "reports/metrics.json", "models/mlflow_run.json",
+    for rel in ("params.yaml", "src/fer_pipeline/training.py", "reports/evaluate/metrics.json", "models/mlflow_run.json",
                 "dvc.lock"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("a\n")
@@ -22,7 +22,7 @@ def test_outputs_rewritten_by_dvc_do_not_make_a_run_dirty_but_sources_and_params
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "commit", "-q", "-m", "c")
     # What `dvc repro` does to git-tracked outputs: deletes and rewrites them.
-    (tmp_path / "reports/metrics.json").write_text("b\n")
+    (tmp_path / "reports/evaluate/metrics.json").write_text("b\n")
     (tmp_path / "models/mlflow_run.json").unlink()
     (tmp_path / "dvc.lock").write_text("b\n")
     info = git_info(tmp_path)
@@ -37,5 +37,5 @@ def test_outputs_rewritten_by_dvc_do_not_make_a_run_dirty_but_sources_and_params
 
 
 def test_changed_sources_reads_porcelain_lines_and_renames():
-    porcelain = " M reports/metrics.json\n D models/model.keras\nR  old.py -> src/new.py\n M dvc.lock\n M params.yaml\n"
+    porcelain = " M reports/evaluate/metrics.json\n D models/model.keras\nR  old.py -> src/new.py\n M dvc.lock\n M params.yaml\n"
     assert changed_sources(porcelain) == ["src/new.py", "params.yaml"]

@@ -35,7 +35,8 @@ def processed(fer_fixture, tmp_path_factory):
     img, man, _ = ingest(fer_fixture.zip, workers=1, progress=False, votes=fer_fixture.votes_csv)
     p = tiny_params()
     summary = preprocess_to(img, man, p["preprocess"], str(d / "data"))
-    (d / "preprocess.json").write_text(json.dumps(summary))
+    (d / "preprocess").mkdir()
+    (d / "preprocess/summary.json").write_text(json.dumps(summary))
     return d
 
 
@@ -45,11 +46,11 @@ def trained_run(processed, tmp_path_factory, monkeypatch_module):
 
     work = tmp_path_factory.mktemp("run")
     monkeypatch_module.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
-    out = {k: str(work / v) for k, v in {
-        "model": "model.keras", "run_info": "run.json", "metrics": "train_metrics.json",
-        "history": "history.json", "curves": "curves.png", "preview": "preview.png"}.items()}
-    out["preprocess_report"] = str(processed / "preprocess.json")
-    metrics = run_train(tiny_params(), data=str(processed / "data"), **out, root=str(work))
+    args = {k: str(work / v) for k, v in {
+        "model": "model.keras", "run_info": "run.json", "reports": "train", "faces": "faces"}.items()}
+    metrics = run_train(tiny_params(), data=str(processed / "data"), preprocess=str(processed / "preprocess"),
+                        **args, root=str(work))
+    out = {**args, "history": str(work / "train/history.json"), "preview": str(work / "faces/augmentation_preview.png")}
     return work, out, metrics
 
 
@@ -83,7 +84,7 @@ def test_run_logs_params_epoch_metrics_figures_datasets_and_model(trained_run):
     if named:
         assert run.data.tags["cpu_model"] == named[0]
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert figures == {"figures/curves.png", "figures/preview.png"}  # the files given in out
+    assert figures == {"figures/training_curves.png", "figures/augmentation_preview.png"}  # layout.Train
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"fer2013-train", "fer2013-val"}
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     probs = np.asarray(model.predict(np.zeros((5, 48, 48, 1), np.float32)))
@@ -239,9 +240,8 @@ def test_a_crash_marks_the_run_failed_and_the_next_run_is_new(processed, tmp_pat
     p = tiny_params()
     p["train"]["optimizer"] = "bogus"
     out = {k: str(tmp_path / v) for k, v in {
-        "model": "model.keras", "run_info": "run.json", "metrics": "m.json", "history": "h.json",
-        "curves": "c.png", "preview": "p.png"}.items()}
-    out["preprocess_report"] = str(processed / "preprocess.json")
+        "model": "model.keras", "run_info": "run.json", "reports": "train", "faces": "faces"}.items()}
+    out["preprocess"] = str(processed / "preprocess")
     with pytest.raises(ValueError, match="unknown optimizer"):
         run_train(p, data=str(processed / "data"), **out, root=str(tmp_path))
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "run.json").exists()

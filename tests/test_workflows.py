@@ -223,7 +223,7 @@ def test_fer_compare_applies_the_promotion_rule_to_two_revisions(tmp_path):
     import shutil
 
     from fer_pipeline.labels import LABELS
-    from fer_pipeline.stage import declared_paths
+    from fer_pipeline.layout import Evaluate, stage_file
 
     from helpers import fer_cli
 
@@ -233,14 +233,14 @@ def test_fer_compare_applies_the_promotion_rule_to_two_revisions(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["labels"] = "fer2013"   # the hand-built predictions carry FER2013's labels only
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    paths = declared_paths("evaluate", REPO / "dvc.yaml")
+    paths = {k: stage_file("evaluate", k, REPO / "dvc.yaml") for k in (Evaluate.VAL_PREDICTIONS, Evaluate.TEST_PREDICTIONS)}
     y = [i % 7 for i in range(100)]
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
     def commit(right: set[int], message: str) -> None:
         text = "actual,predicted\n" + "".join(
             f"{LABELS[t]},{LABELS[t if i in right else (t + 1) % 7]}\n" for i, t in enumerate(y))
-        for key in ("val_predictions", "test_predictions"):
+        for key in paths:
             (repo / paths[key]).parent.mkdir(parents=True, exist_ok=True)
             (repo / paths[key]).write_text(text)
         subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
@@ -263,7 +263,7 @@ def test_fer_compare_applies_the_promotion_rule_to_two_revisions(tmp_path):
         assert f"unknown git revision '{unknown}'" in missing.stderr, missing.stderr
         assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr
     # A candidate revision without val predictions is never better.
-    (repo / paths["val_predictions"]).unlink()
+    (repo / paths[Evaluate.VAL_PREDICTIONS]).unlink()
     subprocess.run([*git, "commit", "-qam", "no val"], cwd=repo, check=True)
     empty = fer_cli("compare", "HEAD~1", "HEAD", cwd=repo)
     assert empty.stdout.startswith("not better than HEAD~1: HEAD has no val predictions"), empty.stdout

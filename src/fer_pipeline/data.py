@@ -440,11 +440,13 @@ def ingest_to(input_path: str, out_dir: str, report_path: str, max_per_class: in
     return summary
 
 
-def run_ingest(params: dict, *, interim: str, report: str) -> dict:
+def run_ingest(params: dict, *, interim: str, reports: str) -> dict:
     """The ingest stage: the archive (``ingest.input``) and the FER+ votes (``ingest.votes``) ->
-    ``interim`` arrays and the ``report``; the paths come from dvc.yaml's ``cmd``."""
+    ``interim`` arrays and ``reports``/summary.json; the folders come from dvc.yaml's ``cmd``."""
+    from .layout import Ingest
+
     p = params["ingest"]
-    s = ingest_to(p["input"], interim, report, max_per_class=p["max_per_class"], seed=p["seed"],
+    s = ingest_to(p["input"], interim, str(Path(reports) / Ingest.SUMMARY), max_per_class=p["max_per_class"], seed=p["seed"],
                   workers=p["workers"], votes=p["votes"])
     print(f"ingested {s['images']:,} images ({s['form']}): "
           + ", ".join(f"{k} {v['total']:,}" for k, v in s["counts"].items())

@@ -8,7 +8,7 @@ the page and the plot; ``--check`` fails when the committed page is stale.
 
 Training compute of a row = FLOPs per training image x training images x epochs (a recorded run
 carries the train stage's own ``train_compute_tflop``; older rows are counted from their model
-with ``models.training_flops_at`` and the training images in ``reports/preprocess.json``).
+with ``models.training_flops_at`` and the training images in ``reports/preprocess/summary.json``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import yaml
 
 from .errors import FerError
 from .fsutil import write_text
+from .layout import Evaluate, Preprocess, Train, file_in
+from .stage import cmd_paths
 
 RECORD = "reports/experiments.yaml"
 PAGE = "docs/experiments.md"
@@ -39,8 +41,11 @@ def load_rows(root: Path) -> list[dict]:
 
 
 def train_images(root: Path) -> int:
-    """Training images of the FER2013-label default (``reports/preprocess.json``, rows.train)."""
-    return int(json.loads((root / "reports/preprocess.json").read_text())["rows"]["train"])
+    """Training images of the FER2013-label default (the preprocess summary's rows.train)."""
+    from .stage import declared_paths
+
+    folder = declared_paths("preprocess", root / "dvc.yaml")["reports"]
+    return int(json.loads((root / folder / Preprocess.SUMMARY).read_text())["rows"]["train"])
 
 
 def with_compute(rows: list[dict], images: int) -> tuple[list[dict], float]:
@@ -221,8 +226,9 @@ def row_from_commit(root: Path, name: str, sha: str, what: str, decision: str, m
 
     params = yaml.safe_load(show("params.yaml"))
     base = yaml.safe_load(_git(root, "show", f"{sha}^:params.yaml"))  # the experiment's baseline
-    train = json.loads(show("reports/train_metrics.json"))
-    head = json.loads(show("reports/metrics.json"))
+    stages = yaml.safe_load(show("dvc.yaml"))["stages"]
+    train = json.loads(show(file_in("train", cmd_paths(stages["train"]["cmd"]), Train.METRICS)))
+    head = json.loads(show(file_in("evaluate", cmd_paths(stages["evaluate"]["cmd"]), Evaluate.METRICS)))
     t = params["train"]
     model = {"name": t["model"]["name"], **t["model"][t["model"]["name"]]}
     if machine is None:

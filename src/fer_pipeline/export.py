@@ -66,14 +66,16 @@ def report_parity(out_path: str, r: dict, max_drop_points: float) -> None:
         raise FerError(f"TFLite accuracy drop {r['accuracy_drop_points']} pt exceeds {max_drop_points} pt")
 
 
-def run_export(params: dict, *, model: str, data: str, tflite: str, report: str) -> dict:
-    """The export stage (paths: dvc.yaml's ``cmd``): the LiteRT file, its parity report, and an
-    error when its test accuracy drops more than ``export.max_drop_points`` below Keras's."""
+def run_export(params: dict, *, model: str, data: str, tflite: str, reports: str) -> dict:
+    """The export stage (paths: dvc.yaml's ``cmd``): the LiteRT file, its parity report
+    (``reports``/tflite.json), and an error when its test accuracy drops more than
+    ``export.max_drop_points`` below Keras's."""
     from .fsutil import write_json
+    from .layout import Export
 
     p = params["export"]
     r = export_checked(model, tflite, data, p["quantize"], max_drop=p["max_drop_points"] / 100)
-    write_json(report, r)
+    write_json(Path(reports) / Export.REPORT, r)
     report_parity(tflite, r, p["max_drop_points"])
     return r
 
@@ -87,7 +89,7 @@ def add_parser(sub) -> None:
                    help="default: params.yaml's export.quantize")
     p.add_argument("--max-drop-points", type=float, help="default: params.yaml's export.max_drop_points")
     p.add_argument("--report", help="also write the figures as JSON here (none by default: the pipeline's "
-                   "reports/tflite.json belongs to the export stage)")
+                   "reports/export/ belongs to the export stage)")
 
     def func(args):
         from .fsutil import write_json

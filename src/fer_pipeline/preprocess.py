@@ -78,14 +78,17 @@ def preprocess_to(images: np.ndarray, manifest: pd.DataFrame, cfg: dict, out_dir
     }
 
 
-def run_preprocess(params: dict, *, interim: str, processed: str, report: str) -> dict:
-    """The preprocess stage (paths: dvc.yaml's ``cmd``): clean and split -> one .npz per split and
-    the report (rows, drops, class weights)."""
+def run_preprocess(params: dict, *, interim: str, processed: str, reports: str) -> dict:
+    """The preprocess stage (folders: dvc.yaml's ``cmd``): clean and split -> one .npz per split and
+    ``reports``/summary.json (rows, drops, class weights)."""
+    from pathlib import Path
+
     from .data import load_arrays
     from .fsutil import write_json
+    from .layout import Preprocess
 
     images, manifest = load_arrays(interim)
     s = preprocess_to(images, manifest, params["preprocess"], processed)
-    write_json(report, s)
+    write_json(Path(reports) / Preprocess.SUMMARY, s)
     print(f"preprocess: {s['rows']}; dropped {s['dropped']}")
     return s

@@ -17,7 +17,7 @@ than the champion must pass the rule against both label sets (``decide_from_csv`
 
 Predictions are stored as CSV (``actual,predicted,ferplus`` label names, one row per image in the
 split's fixed order; ``ferplus`` empty where FER+ has no most-voted label) with each evaluate run in
-MLflow and in ``reports/eval/``.
+MLflow and in ``reports/evaluate/``.
 """
 
 from __future__ import annotations

@@ -58,11 +58,15 @@ def read_manifest(folder: Path = SHIPPED) -> dict:
 
 def _workspace_outputs(root: Path) -> dict[str, Path]:
     """The evaluate and export outputs a release reads, at the paths dvc.yaml gives them."""
+    from .layout import Evaluate, Export, stage_file
     from .stage import declared_paths
 
-    ev, ex = declared_paths("evaluate", root / "dvc.yaml"), declared_paths("export", root / "dvc.yaml")
-    paths = {"metrics": ev["metrics"], "details": ev["details"], "val_predictions": ev["val_predictions"],
-             "tflite": ex["tflite"], "tflite_report": ex["report"]}
+    dvc_yaml = root / "dvc.yaml"
+    paths = {"metrics": stage_file("evaluate", Evaluate.METRICS, dvc_yaml),
+             "details": stage_file("evaluate", Evaluate.DETAILS, dvc_yaml),
+             "val_predictions": stage_file("evaluate", Evaluate.VAL_PREDICTIONS, dvc_yaml),
+             "tflite": declared_paths("export", dvc_yaml)["tflite"],
+             "tflite_report": stage_file("export", Export.REPORT, dvc_yaml)}
     out = {k: root / v for k, v in paths.items()}
     missing = [str(p.relative_to(root)) for p in out.values() if not p.exists()]
     if missing:

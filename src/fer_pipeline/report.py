@@ -1,4 +1,4 @@
-"""What the evaluate stage reports: the headline figures (``reports/metrics.json``), the model
+"""What the evaluate stage reports: the headline figures (``reports/evaluate/metrics.json``), the model
 card (a Jinja2 template, ``templates/model_card.md.j2``) and the examples its face grids show."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .layout import Evaluate
 from .render import render
 
 
@@ -25,7 +26,7 @@ def pick_examples(y_true, y_pred, correct: bool, n: int, seed: int = 0) -> np.nd
 
 def headline(metrics: dict, train: dict, decision: dict | None) -> dict:
     """The figures a person compares across runs, under short names so that ``dvc metrics show``
-    and ``dvc exp show`` fit a terminal: ``reports/metrics.json``. Details: ``evaluation.json``."""
+    and ``dvc exp show`` fit a terminal: ``reports/evaluate/metrics.json``. Details: ``evaluation.json``."""
     t, v = metrics["test"], metrics["val"]
     out = {
         "test_acc": t["accuracy"], "test_lo": t["accuracy_ci95"][0], "test_hi": t["accuracy_ci95"][1],
@@ -38,7 +39,7 @@ def headline(metrics: dict, train: dict, decision: dict | None) -> dict:
         "val_fp": metrics.get("val_ferplus", {}).get("accuracy"),
         "p_champ": round(float(decision["p_value"]), 4) if decision and decision.get("p_value") is not None else None,
         "best_ep": train.get("best_epoch"), "minutes": round(train["train_seconds"] / 60, 1) if train else None,
-        "tflop": train.get("train_compute_tflop"),  # speed and size: reports/train_metrics.json
+        "tflop": train.get("train_compute_tflop"),  # speed and size: reports/train/metrics.json
     }
     return {k: val for k, val in out.items() if val is not None}
 
@@ -74,14 +75,13 @@ def describe_model(model) -> str:
 
 def model_card(metrics: dict, train: dict, prep: dict, valid: dict, decision: dict | None,
                params: dict, figures: dict[str, str], model_text: str, peers: list[dict]) -> str:
-    """The model card in Markdown; ``figures`` are paths, shown relative to ``reports/``."""
+    """The model card in Markdown; ``figures`` are {file name: path relative to the card}."""
     t = metrics["test"]
     dropped = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in prep.get("dropped", {}).items()) or "none"
-    rel = {k: str(Path(p).relative_to("reports")) if p.startswith("reports/") else p for k, p in figures.items()}
     rows = prep.get("rows", {})
     return render("model_card.md.j2", metrics=metrics, train=train, valid=valid, decision=decision,
-                  model_text=model_text, figures=rel, baselines=peers, dropped=dropped,
+                  model_text=model_text, figures=figures, baselines=peers, dropped=dropped,
                   rows={s: rows.get(s, 0) for s in ("train", "val", "test")},
                   test_images=sum(m["support"] for m in t["per_class"].values()),
-                  figures_reliability=Path(figures.get("reliability_png", "figures/reliability_test.png")).name,
+                  figures_reliability=figures.get(Evaluate.RELIABILITY, Evaluate.RELIABILITY),
                   tta_shift_px=params["evaluate"]["tta_shift_px"] if "tta_accuracy" in t else 0)

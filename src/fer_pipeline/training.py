@@ -281,75 +281,52 @@ def training_targets(data: str, labels: str, fused_votes: float = 0.0):
     return out[0], out[1], dropped
 
 
-def run_train(params: dict, *, data: str, preprocess_report: str, model: str, run_info: str, metrics: str,
-              history: str, curves: str, preview: str, root: str = ".") -> dict:
-    """The train stage: fit on ``data``/{train,val}.npz, save the model and reports, log everything
-    to a new MLflow run. The paths come from dvc.yaml's ``cmd``. In a run of several processes
+def run_train(params: dict, *, data: str, preprocess: str, model: str, run_info: str, reports: str, faces: str,
+              root: str = ".") -> dict:
+    """The train stage: fit on ``data``/{train,val}.npz, save the model, write ``reports``/ (metrics,
+    history, curves) and ``faces``/ (the augmentation preview), log everything to a new MLflow run.
+    The folders come from dvc.yaml's ``cmd``. In a run of several processes
     (``train.distribute: multi_process``) process 0 does all of that; the others train beside it
     and keep nothing (``_train_beside``)."""
     import mlflow
 
     from . import plots, tracking
     from .augment import AugmentConfig
+    from .layout import Preprocess, Train
 
     cfg = params["train"]
     placement = place(cfg["distribute"], int(cfg["distribute_timeout_s"]))
     train_xy, val_xy, dropped = training_targets(data, cfg["labels"], float(cfg["fused_votes"]))
-    prep = json.loads(Path(preprocess_report).read_text())  # class weights
+    prep = json.loads((Path(preprocess) / Preprocess.SUMMARY).read_text())  # class weights
     weights = list(prep["class_weights"].values())
     if cfg["labels"] != "fer2013" and any(w != 1.0 for w in weights):
         raise FerError(f"preprocess.class_weights are counted on FER2013's labels: with train.labels "
                        f"{cfg['labels']} set preprocess.class_weights none")
     aug_params = params["preprocess"]["augment"]
-    aug = AugmentConfig.from_params(aug_params, int(cfg["crop_size"]))
     if not placement.chief:
         return _train_beside(train_xy, val_xy, cfg, aug_params, weights, placement)
 
+    out = Path(reports)
     tracking.setup(params["tracking"]["experiment"], root)
     with mlflow.start_run(run_name=tracking.run_name(root)) as run:
-        plots.publish(augmentation_preview(train_xy[0], aug), preview)
-        mlflow.set_tags({**tracking.git_info(root), "stage": "train", **tracking.ci_tags(),
-                         **tracking.machine_tags(),  # the CPU the run's minutes come from
-                         "data_md5": tracking.data_md5([Path(data) / f"{s}.npz" for s in ("train", "val")]),
-                         "dvc_exp": os.environ.get("DVC_EXP_NAME", "")})
-        mlflow.log_params(tracking.flatten({k: v for k, v in params.items() if k != "tracking"}))
-        mlflow.set_tags({"labels": cfg["labels"], "keras_backend": keras.backend.backend(),
-                         "processes": str(placement.processes), "devices": str(placement.devices)})
-        for split, (xs, ys) in (("train", train_xy), ("val", val_xy)):
-            ds = mlflow.data.from_numpy(xs, targets=ys, name=f"fer2013-{split}")
-            mlflow.log_input(ds, context="training" if split == "train" else "validation")
-
+        aug = AugmentConfig.from_params(aug_params, int(cfg["crop_size"]))
+        plots.publish(augmentation_preview(train_xy[0], aug), Path(faces) / Train.PREVIEW)
+        _log_run_inputs(params, data, placement, train_xy, val_xy, root)
         result = train(train_xy, val_xy, cfg, aug_params, weights, mlflow_logging=True, placement=placement)
-
         with atomic_path(model) as tmp, placement.lost_peers_as_errors():  # temp name ends in .keras
             result.model.save(tmp)  # with several processes a collective: every process saves
-        plots.publish(plots.curves(result.history), curves)
+        plots.publish(plots.curves(result.history), out / Train.CURVES)
         rows = history_rows(result.history)
-        write_json(history, rows)
-        compute_tflop = result.compute_flops / 1e12
-        summary = {
-            "best_val_accuracy": round(result.best_val_accuracy, 4),
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(rows),
-            "train_seconds": round(result.seconds, 1),
-            "epoch_seconds": round(result.epoch_seconds, 1),
-            "train_images_per_second": round(result.images_per_second, 1),
-            "params": result.params,
-            "train_gflop_per_image": round(result.flops_per_image / 1e9, 3),
-            "train_compute_tflop": round(compute_tflop, 1),
-            "train_images": int(len(train_xy[0])),
-            "labels": cfg["labels"],
-            "val_images": int(len(val_xy[0])),
-            "dropped_by_target": dropped,
-        }
-        write_json(metrics, summary)
+        write_json(out / Train.HISTORY, rows)
+        summary = train_summary(result, rows, cfg["labels"], len(train_xy[0]), len(val_xy[0]), dropped)
+        write_json(out / Train.METRICS, summary)
         mlflow.log_metrics({"best_val_accuracy": result.best_val_accuracy, "train_seconds": result.seconds,
                             "epoch_seconds_mean": result.epoch_seconds,  # per epoch: "epoch_seconds"
                             "train_images_per_second": result.images_per_second,
                             "train_gflop_per_image": result.flops_per_image / 1e9,
-                            "train_compute_tflop": compute_tflop})
+                            "train_compute_tflop": result.compute_flops / 1e12})
         mlflow.set_tags({"param_count": str(result.params), "train_seconds": f"{result.seconds:.1f}"})
-        mlflow.log_artifact(history, "history")
+        mlflow.log_artifact(str(out / Train.HISTORY), "history")
         # Logging saves the model again: across processes that is a collective the others are no
         # longer in, so process 0 logs a single-process copy read back from the file.
         tracking.log_model(result.model if placement.processes == 1 else _local_copy(model))
@@ -359,6 +336,44 @@ def run_train(params: dict, *, data: str, preprocess_report: str, model: str, ru
           f"{summary['train_seconds']:.0f} s ({summary['train_images_per_second']:.0f} images/s in training "
           f"steps, {summary['epoch_seconds']:.0f} s per epoch); MLflow run {run.info.run_id}")
     return summary
+
+
+def _log_run_inputs(params: dict, data: str, placement: Placement, train_xy, val_xy, root: str) -> None:
+    """The training run's tags, params and datasets in MLflow."""
+    import mlflow
+
+    from . import tracking
+
+    cfg = params["train"]
+    mlflow.set_tags({**tracking.git_info(root), "stage": "train", **tracking.ci_tags(),
+                     **tracking.machine_tags(),  # the CPU the run's minutes come from
+                     "data_md5": tracking.data_md5([Path(data) / f"{s}.npz" for s in ("train", "val")]),
+                     "dvc_exp": os.environ.get("DVC_EXP_NAME", "")})
+    mlflow.log_params(tracking.flatten({k: v for k, v in params.items() if k != "tracking"}))
+    mlflow.set_tags({"labels": cfg["labels"], "keras_backend": keras.backend.backend(),
+                     "processes": str(placement.processes), "devices": str(placement.devices)})
+    for split, (xs, ys) in (("train", train_xy), ("val", val_xy)):
+        ds = mlflow.data.from_numpy(xs, targets=ys, name=f"fer2013-{split}")
+        mlflow.log_input(ds, context="training" if split == "train" else "validation")
+
+
+def train_summary(result, rows: list, labels: str, train_images: int, val_images: int, dropped: dict) -> dict:
+    """The train stage's metrics.json: the kept epoch, time, speed, size and compute."""
+    return {
+        "best_val_accuracy": round(result.best_val_accuracy, 4),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(rows),
+        "train_seconds": round(result.seconds, 1),
+        "epoch_seconds": round(result.epoch_seconds, 1),
+        "train_images_per_second": round(result.images_per_second, 1),
+        "params": result.params,
+        "train_gflop_per_image": round(result.flops_per_image / 1e9, 3),
+        "train_compute_tflop": round(result.compute_flops / 1e12, 1),
+        "train_images": int(train_images),
+        "labels": labels,
+        "val_images": int(val_images),
+        "dropped_by_target": dropped,
+    }
 
 
 def _train_beside(train_xy, val_xy, cfg: dict, aug_params: dict, weights, placement: Placement) -> dict:

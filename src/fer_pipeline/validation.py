@@ -261,16 +261,21 @@ def validate_to(images: np.ndarray, manifest: pd.DataFrame, cfg: dict, ingest_su
     return summary
 
 
-def run_validate(params: dict, *, interim: str, ingest_report: str, metrics: str, details: str, html: str) -> dict:
-    """The validate stage (paths: dvc.yaml's ``cmd``): hard failures exit non-zero with one line."""
+def run_validate(params: dict, *, interim: str, ingest: str, reports: str) -> dict:
+    """The validate stage (folders: dvc.yaml's ``cmd``): ``reports``/metrics.json, details.json and
+    validation.html; hard failures exit non-zero with one line."""
     import json
+    from pathlib import Path
 
     from .data import load_arrays
+    from .layout import Ingest, Validate
 
     images, manifest = load_arrays(interim)
-    with open(ingest_report) as fh:
-        ingest_summary = json.load(fh)
-    s = validate_to(images, manifest, params["validate"], ingest_summary, metrics, details, html)
+    ingest_summary = json.loads((Path(ingest) / Ingest.SUMMARY).read_text())
+    out = Path(reports)
+    html = str(out / Validate.PAGE)
+    s = validate_to(images, manifest, params["validate"], ingest_summary, str(out / Validate.METRICS),
+                    str(out / Validate.DETAILS), html)
     soft = s["soft"]
     print(f"validation passed: {s['expectations']} expectations; soft findings: "
           f"{soft['duplicates_within_split']['count']} duplicates within splits, "

@@ -25,7 +25,8 @@ import yaml
 
 from .errors import FerError
 from .fsutil import write_json, write_text
-from .stage import declared_paths
+from .layout import Evaluate, file_in, stage_file
+from .stage import cmd_paths, declared_paths
 
 # A whole-pipeline run in about a minute: 10 images per (split, class), one epoch.
 SMOKE_OVERRIDES: dict[str, object] = {
@@ -133,7 +134,7 @@ def smoke(src: Path, workdir: Path, extra: dict[str, object] | None = None) -> d
     env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get(
         "MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")}
     _run([sys.executable, "-m", "dvc", "repro"], repo, env=env)
-    return json.loads((repo / declared_paths("evaluate", repo / "dvc.yaml")["details"]).read_text())
+    return json.loads((repo / stage_file("evaluate", Evaluate.DETAILS, repo / "dvc.yaml")).read_text())
 
 
 def _git_show(repo: Path, rev: str, path: str) -> str | None:
@@ -158,8 +159,15 @@ def resolve_revision(repo: Path, rev: str) -> str:
 def stored_predictions_at(repo: Path, rev: str | None) -> dict[str, str]:
     """The val / test prediction CSVs that evaluate wrote, as committed at ``rev`` (git), or in the
     workspace when ``rev`` is None; only those that exist."""
-    out = declared_paths("evaluate", repo / "dvc.yaml")
-    paths = {"val": out["val_predictions"], "test": out["test_predictions"]}
+    if rev is None:
+        args = declared_paths("evaluate", repo / "dvc.yaml")
+    else:  # the layout of that revision (files in stage folders, or each its own argument before)
+        dvc_yaml = _git_show(repo, rev, "dvc.yaml")
+        if dvc_yaml is None:
+            return {}
+        args = cmd_paths(yaml.safe_load(dvc_yaml)["stages"]["evaluate"]["cmd"])
+    paths = {s: file_in("evaluate", args, name)
+             for s, name in (("val", Evaluate.VAL_PREDICTIONS), ("test", Evaluate.TEST_PREDICTIONS))}
     if rev is None:
         return {s: (repo / p).read_text() for s, p in paths.items() if (repo / p).exists()}
     return {s: text for s, p in paths.items() if (text := _git_show(repo, rev, p)) is not None}
@@ -208,9 +216,9 @@ def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: P
     metrics_md = _run([*dvc, "metrics", "diff", base, "--md"], repo, capture=True)
     params_md = _run([*dvc, "params", "diff", base, "--md"], repo, capture=True)
     decision = compare_revisions(repo, base)
-    out = declared_paths("evaluate", repo / "dvc.yaml")
-    headline = json.loads((repo / out["metrics"]).read_text())
-    details = json.loads((repo / out["details"]).read_text()) if (repo / out["details"]).exists() else {}
+    headline = json.loads((repo / stage_file("evaluate", Evaluate.METRICS, repo / "dvc.yaml")).read_text())
+    details_file = repo / stage_file("evaluate", Evaluate.DETAILS, repo / "dvc.yaml")
+    details = json.loads(details_file.read_text()) if details_file.exists() else {}
     reg = details.get("registry") or {}
     fp = details.get("test_ferplus") or {}
     lines = comparison_lines(decision)
