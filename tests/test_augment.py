@@ -100,8 +100,12 @@ def test_low_resolution_faces_lose_their_fine_detail_only():
     x = BATCH.numpy()
     picked = d["low_res"].numpy()
     assert 0 < picked.sum() < len(x)
-    detail = lambda a: np.abs(np.diff(a[..., 0], axis=1)).mean()
-    coarse = lambda a: a[..., 0].reshape(6, 8, 6, 8).mean(axis=(1, 3))
+    def detail(a):
+        return np.abs(np.diff(a[..., 0], axis=1)).mean()
+
+    def coarse(a):
+        return a[..., 0].reshape(6, 8, 6, 8).mean(axis=(1, 3))
+
     ratios = []
     for o, i, p in zip(out, x, picked):
         if not p:

@@ -54,7 +54,8 @@ def workdir(root: Path, params: dict, n_train: int = 96, n_val: int = 40) -> Pat
         np.savez(root / f"data/processed/{split}.npz", x=x, y=y, row_id=np.arange(n),
                  votes=np.zeros((n, 10), np.int16))
     (root / "reports/preprocess").mkdir(parents=True, exist_ok=True)
-    (root / "reports/preprocess/summary.json").write_text(json.dumps({"class_weights": {str(k): 1.0 for k in range(7)}}))
+    weights = {"class_weights": {str(k): 1.0 for k in range(7)}}
+    (root / "reports/preprocess/summary.json").write_text(json.dumps(weights))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 

@@ -221,7 +221,7 @@ def test_a_dep_that_is_never_loaded_is_caught(traced):
 def test_an_output_that_is_not_declared_is_caught(traced):
     dvc = copy.deepcopy(traced["dvc"])
     outs = dvc["stages"]["evaluate"]["outs"]
-    outs[:] = [o for o in outs if "reports/evaluate" != (o if isinstance(o, str) else next(iter(o)))]
+    outs[:] = [o for o in outs if (o if isinstance(o, str) else next(iter(o))) != "reports/evaluate"]
     found = problems(dvc, traced["params"], traced["traces"])
     assert "evaluate: writes reports/evaluate/model_card.md, which its outs do not name" in found
     assert ("evaluate: its cmd passes reports=reports/evaluate, which neither its deps nor "

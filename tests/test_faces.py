@@ -27,6 +27,7 @@ from fer_pipeline.faces import (
 from fer_pipeline.labels import LABELS
 from fer_pipeline.predictor import Predictor
 
+from conftest import REPO
 from helpers import astronaut_gray, repo_params, write_png
 
 
@@ -369,7 +370,17 @@ def test_the_command_writes_json_markdown_figure_and_an_mlflow_run(labelled, tmp
     assert run.data.tags["photo_set"] == labelled.name
 
 
-def test_the_photo_defaults_in_code_are_params_yaml_s_predict_section():
-    from fer_pipeline.settings import DEFAULTS
+def test_outside_a_repository_the_photo_settings_are_the_projects_params_yaml(tmp_path, monkeypatch):
+    # One owner: the package's copy is the project's params.yaml itself (a link, copied into a wheel);
+    # where the command runs, that directory's params.yaml wins.
+    import yaml
 
-    assert repo_params()["predict"] == DEFAULTS
+    from fer_pipeline.settings import PACKAGED_PARAMS, photo_settings
+
+    assert PACKAGED_PARAMS.resolve() == (REPO / "params.yaml").resolve()
+    monkeypatch.chdir(tmp_path)
+    assert photo_settings() == repo_params()["predict"]
+    mine = repo_params()
+    mine["predict"]["min_confidence"] = 0.7
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(mine))
+    assert photo_settings()["min_confidence"] == 0.7 and photo_settings(min_confidence=0.2)["min_confidence"] == 0.2

@@ -88,11 +88,11 @@ def test_a_bad_parameter_stops_a_stage_before_any_work_with_one_line(tmp_path, e
 
 
 @pytest.mark.parametrize("args,message", [
-    ([], "error: pipeline/export.py: missing model=PATH data=PATH tflite=PATH report=PATH (dvc.yaml's cmd gives "
+    ([], "error: pipeline/export.py: missing model=PATH data=PATH tflite=PATH reports=PATH (dvc.yaml's cmd gives "
          "them: run `dvc repro export`)"),
-    (["model=m.keras", "data=d", "tflite=t.tflite"], "error: pipeline/export.py: missing report=PATH"),
-    (["model=m.keras", "data=d", "tflite=t.tflite", "report=r.json", "modle=x"],
-     "error: pipeline/export.py: unknown argument modle; it takes model=PATH data=PATH tflite=PATH report=PATH"),
+    (["model=m.keras", "data=d", "tflite=t.tflite"], "error: pipeline/export.py: missing reports=PATH"),
+    (["model=m.keras", "data=d", "tflite=t.tflite", "reports=r", "modle=x"],
+     "error: pipeline/export.py: unknown argument modle; it takes model=PATH data=PATH tflite=PATH reports=PATH"),
 ])
 def test_a_stage_takes_exactly_the_paths_its_dvc_yaml_cmd_gives(tmp_path, args, message):
     (tmp_path / "params.yaml").write_text(full_params())
@@ -183,7 +183,8 @@ def test_ingest_and_preprocess_twice_give_identical_bytes(fer_fixture, tmp_path,
             subprocess.run(stage_cmd(stage), cwd=work, check=True, capture_output=True)
         files = sorted(p for d in ("data", "reports") for p in (work / d).rglob("*") if p.is_file())
         hashes.append({str(p.relative_to(work)): p.read_bytes() for p in files})
-    assert set(hashes[0]) >= {"data/processed/train.npz", "data/interim/manifest.parquet", "reports/preprocess/summary.json"}
+    assert set(hashes[0]) >= {"data/processed/train.npz", "data/interim/manifest.parquet",
+                              "reports/preprocess/summary.json"}
     assert hashes[0] == hashes[1]
 
 

@@ -33,7 +33,8 @@ def test_model_card_shows_the_figures_it_is_given():
                                        "dropped": {"train_duplicates": 703}},
                       {"expectations": 16, "failed": 0, "duplicates_within_split": 1, "duplicates_across_splits": 2,
                        "near_blank": 3}, DECISION, {"evaluate": {"tta_shift_px": 2}},
-                      {"confusion_test.png": "confusion_test.png", "test_correct.png": "../../data/figures/evaluate/test_correct.png"}, "`bn_vgg`", PEERS)
+                      {"confusion_test.png": "confusion_test.png",
+                       "test_correct.png": "../../data/figures/evaluate/test_correct.png"}, "`bn_vgg`", PEERS)
     assert "| **test = PrivateTest** (70 images) | **67.0%** | 65.5%-68.5% | 0.600 | 0.650 | 68.3% |" in card
     assert "accuracy (TTA, 10 views)" in card and "shifted 2 px left, right, up and down" in card
     assert "Train = Training (28,006 images after cleaning)" in card and "train duplicates: 703" in card

@@ -14,8 +14,8 @@ def _git(repo, *args):
 
 def test_outputs_rewritten_by_dvc_do_not_make_a_run_dirty_but_sources_and_params_do(tmp_path, monkeypatch):
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
-    for rel in ("params.yaml", "src/fer_pipeline/training.py", "reports/evaluate/metrics.json", "models/mlflow_run.json",
-                "dvc.lock"):
+    for rel in ("params.yaml", "src/fer_pipeline/training.py", "reports/evaluate/metrics.json",
+                "models/mlflow_run.json", "dvc.lock"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("a\n")
     _git(tmp_path, "init", "-q")
@@ -37,5 +37,6 @@ def test_outputs_rewritten_by_dvc_do_not_make_a_run_dirty_but_sources_and_params
 
 
 def test_changed_sources_reads_porcelain_lines_and_renames():
-    porcelain = " M reports/evaluate/metrics.json\n D models/model.keras\nR  old.py -> src/new.py\n M dvc.lock\n M params.yaml\n"
+    porcelain = (" M reports/evaluate/metrics.json\n D models/model.keras\nR  old.py -> src/new.py\n M dvc.lock\n"
+                 " M params.yaml\n")
     assert changed_sources(porcelain) == ["src/new.py", "params.yaml"]

@@ -233,7 +233,8 @@ def test_fer_compare_applies_the_promotion_rule_to_two_revisions(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["labels"] = "fer2013"   # the hand-built predictions carry FER2013's labels only
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    paths = {k: stage_file("evaluate", k, REPO / "dvc.yaml") for k in (Evaluate.VAL_PREDICTIONS, Evaluate.TEST_PREDICTIONS)}
+    paths = {k: stage_file("evaluate", k, REPO / "dvc.yaml")
+             for k in (Evaluate.VAL_PREDICTIONS, Evaluate.TEST_PREDICTIONS)}
     y = [i % 7 for i in range(100)]
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 

@@ -446,8 +446,8 @@ def run_ingest(params: dict, *, interim: str, reports: str) -> dict:
     from .layout import Ingest
 
     p = params["ingest"]
-    s = ingest_to(p["input"], interim, str(Path(reports) / Ingest.SUMMARY), max_per_class=p["max_per_class"], seed=p["seed"],
-                  workers=p["workers"], votes=p["votes"])
+    s = ingest_to(p["input"], interim, str(Path(reports) / Ingest.SUMMARY), max_per_class=p["max_per_class"],
+                  seed=p["seed"], workers=p["workers"], votes=p["votes"])
     print(f"ingested {s['images']:,} images ({s['form']}): "
           + ", ".join(f"{k} {v['total']:,}" for k, v in s["counts"].items())
           + f"; skipped {s['skipped_total']}, converted {s['converted_total']}; FER+ votes for "

@@ -29,9 +29,9 @@ RECORD = "reports/experiments.yaml"
 PAGE = "docs/experiments.md"
 FIGURE = "reports/figures/compute_vs_accuracy.png"
 BUDGET_ROW = "dropout-0.2"   # today's default recipe: the unit of compute
-HEADER = """# Every training experiment, one row each. Rows after 2026-11-29 are written by
-# `fer experiments record NAME` from the DVC experiment's committed params and reports; older
-# rows were copied by hand from each run's reports. `fer experiments render` writes
+HEADER = """# Every training experiment, one row each. Rows with a commit are written by
+# `fer experiments record NAME` from the DVC experiment's committed params and reports; the
+# others were copied by hand from each run's reports. `fer experiments render` writes
 # docs/experiments.md and the compute plot from this file. val decides; test is reported.
 """
 

@@ -36,6 +36,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import FerError
+from .params import DETECTOR_NAMES
 
 DETECT_MAX_SIDE = 1024   # large photos are searched at this size; boxes are mapped back
 SMALL_SIDE = 192         # smaller images are upscaled to this before a detector looks
@@ -390,8 +391,6 @@ class WholeImageIfNone:
 
 
 DETECTORS = {"yunet": YuNetFaceDetector, "mtcnn": MtcnnFaceDetector, "haar": HaarFaceDetector}
-# What --detector and predict.detector take (params.py's Literal lists the same names).
-DETECTOR_NAMES = ("yunet", "mtcnn", "haar", "yunet+whole", "mtcnn+whole", "haar+whole", "whole")
 
 
 def make_detector(name: str, settings: dict | None = None) -> FaceDetector:

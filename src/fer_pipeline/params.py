@@ -196,9 +196,12 @@ class Export(Section):
     max_drop_points: Annotated[float, Field(ge=0, le=100)]
 
 
+# What predict.detector and --detector take (faces.make_detector builds each).
+DETECTOR_NAMES = ("yunet", "mtcnn", "haar", "yunet+whole", "mtcnn+whole", "haar+whole", "whole")
+
+
 class Predict(Section):
-    detector: Literal["yunet", "mtcnn", "haar", "yunet+whole", "mtcnn+whole", "haar+whole",   # faces.DETECTOR_NAMES
-                      "whole"]
+    detector: Literal[DETECTOR_NAMES]
     margin: Annotated[float, Field(ge=0, le=1)]
     min_confidence: Fraction
     detector_threshold: Fraction                          # yunet: a face's score must reach this

@@ -98,10 +98,8 @@ def evaluate_photos(root: Path, predictor, detector, margin: float, min_confiden
     columns the seven classes then ``no face``. A video in a class folder counts once, by the
     dominant emotion of its longest face track (``settings``: the predict section, for its
     sampling and smoothing; default ``predict.photo_settings()``)."""
-    from sklearn.metrics import f1_score
     from tqdm import tqdm
 
-    from .metrics import wilson_interval
     from .predict import analyse, read_image
     from .settings import photo_settings
     from .video import is_video
@@ -149,7 +147,17 @@ def evaluate_photos(root: Path, predictor, detector, margin: float, min_confiden
     bar.close()
     if not y_true:
         raise FerError(f"{root}: none of the photos could be read")
-    y, p = np.array(y_true), np.array(y_pred)
+    return scoreboard(root, np.array(y_true), np.array(y_pred), scores, n_faces, read_whole, seconds, skipped,
+                      min_confidence)
+
+
+def scoreboard(root: Path, y: np.ndarray, p: np.ndarray, scores: list, n_faces: list, read_whole: int,
+               seconds: dict, skipped: dict, min_confidence: float | None) -> dict:
+    """The evaluation of answers ``p`` (-1: no face) against labels ``y``, as ``evaluate_photos`` returns it."""
+    from sklearn.metrics import f1_score
+
+    from .metrics import wilson_interval
+
     found = p >= 0
     right = int((y == p).sum())
     present = sorted(set(y.tolist()))

@@ -45,7 +45,7 @@ from .faces import FaceDetector, make_detector
 from .monitoring import FaceRecord
 from .predict import ImageTooLarge, add_photo_arguments, analyse, decode_image
 from .predictor import FACE_SHAPE, Predictor
-from .settings import DEFAULTS, photo_settings
+from .settings import photo_settings, predict_defaults
 
 WEB = Path(__file__).parent / "web"
 
@@ -61,7 +61,7 @@ class Limits:
 
 def create_app(predictor: Predictor, detector: FaceDetector | None = None, limits: Limits | None = None,
                settings: dict | None = None, record: FaceRecord | None = None):
-    settings = {**DEFAULTS, **(settings or {})}
+    settings = {**predict_defaults(), **(settings or {})}
     detector = detector or make_detector(settings["detector"], settings)
     limits = limits or Limits()
     work = threading.Lock()
@@ -69,19 +69,7 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
     app = FastAPI(title="FER2013 emotion service", version="2")
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", None) or "other"   # the route's template, never a raw URL
-        telemetry.REQUESTS.labels(name, str(response.status_code)).inc()
-        telemetry.LATENCY.labels(name).observe(time.perf_counter() - t0)
-        return response
-
-    @app.get("/metrics", include_in_schema=False)
-    def metrics():
-        return Response(telemetry.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    _add_telemetry(app)
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -105,66 +93,12 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
 
     @app.post("/video")
     def video(file: UploadFile = File(...)) -> dict:
-        import base64
-        import tempfile
-
-        from .errors import FerError
-        from .video import VIDEO_SUFFIXES, analyse_video
-
-        suffix = Path(file.filename or "upload.mp4").suffix.lower()
-        if suffix not in VIDEO_SUFFIXES:
-            telemetry.REFUSED.labels("type").inc()
-            raise HTTPException(400, f"{file.filename}: not a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
-        with tempfile.TemporaryDirectory(prefix="fer-video-") as tmp:
-            path = Path(tmp) / f"upload{suffix}"
-            size = 0
-            with open(path, "wb") as fh:
-                while chunk := file.file.read(1 << 20):
-                    size += len(chunk)
-                    if size > limits.max_video_bytes:
-                        telemetry.REFUSED.labels("size").inc()
-                        raise HTTPException(413, f"{file.filename}: larger than {limits.max_video_bytes / 1e6:.0f} MB")
-                    fh.write(chunk)
-            try:
-                with work:
-                    r = analyse_video(str(path), predictor, detector, settings, Path(tmp) / "timeline",
-                                      progress=False)
-            except FerError as exc:
-                telemetry.REFUSED.labels("type").inc()
-                raise HTTPException(400, f"{file.filename}: {str(exc).split(': ', 1)[-1]}") from None
-            figure = base64.b64encode((Path(tmp) / "timeline" / "timeline.png").read_bytes()).decode()
-        telemetry.FRAMES.inc(r["samples"])
-        return {"file": file.filename, "samples": r["samples"], "tracks": r["tracks"],
-                "complete": r["read"]["complete"], "figure": f"data:image/png;base64,{figure}", "model": predictor.info}
+        return _video_answer(file, predictor, detector, settings, limits, work)
 
     @app.post("/predict")
     def predict(file: list[UploadFile] = File(...)) -> dict:
         t0 = time.perf_counter()
-        if len(file) > limits.max_photos:
-            telemetry.REFUSED.labels("count").inc()
-            raise HTTPException(413, f"{len(file)} photos in one request; the limit is {limits.max_photos}")
-        errors, decoded = [], []
-        for upload in file:
-            name = upload.filename or "upload"
-            data = upload.file.read(limits.max_bytes + 1)
-            if len(data) > limits.max_bytes:
-                telemetry.REFUSED.labels("size").inc()
-                errors.append((413, f"{name}: larger than {limits.max_bytes / 1e6:.0f} MB"))
-                continue
-            try:
-                gray = decode_image(data, limits.max_pixels)
-            except ImageTooLarge as exc:
-                telemetry.REFUSED.labels("pixels").inc()
-                errors.append((413, f"{name}: {exc}"))
-                continue
-            if gray is None:
-                telemetry.REFUSED.labels("type").inc()
-                errors.append((400, f"{name}: not a readable image (JPEG, PNG, WebP, ...)"))
-                continue
-            decoded.append((name, gray))
-        if not decoded:  # nothing usable: the first error is the answer
-            code, message = errors[0]
-            raise HTTPException(code, message)
+        decoded, errors = _read_photos(file, limits)
         with work:
             results = analyse(decoded, predictor, detector, settings["margin"], max_faces=limits.max_faces,
                               min_confidence=settings["min_confidence"], crop_stats=True)
@@ -175,11 +109,93 @@ def create_app(predictor: Predictor, detector: FaceDetector | None = None, limit
             f.pop("brightness"), f.pop("contrast")
         photos = [r.to_dict() for r in results]
         telemetry.observe_photos(photos)
-        first = photos[0]
-        return {**first, "photos": photos, "errors": [m for _, m in errors], "model": predictor.info,
+        return {**photos[0], "photos": photos, "errors": [m for _, m in errors], "model": predictor.info,
                 "seconds": round(time.perf_counter() - t0, 3)}
 
     return app
+
+
+def _add_telemetry(app) -> None:
+    """Every request counted and timed by route (``telemetry``), and ``GET /metrics`` for Prometheus."""
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", None) or "other"   # the route's template, never a raw URL
+        telemetry.REQUESTS.labels(name, str(response.status_code)).inc()
+        telemetry.LATENCY.labels(name).observe(time.perf_counter() - t0)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics():
+        return Response(telemetry.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _read_photos(files: list[UploadFile], limits: Limits) -> tuple[list, list]:
+    """([(name, gray)], [(status, message)]): each upload decoded, or refused with a reason; none
+    usable is an HTTP error (the first reason)."""
+    if len(files) > limits.max_photos:
+        telemetry.REFUSED.labels("count").inc()
+        raise HTTPException(413, f"{len(files)} photos in one request; the limit is {limits.max_photos}")
+    errors, decoded = [], []
+    for upload in files:
+        name = upload.filename or "upload"
+        data = upload.file.read(limits.max_bytes + 1)
+        if len(data) > limits.max_bytes:
+            telemetry.REFUSED.labels("size").inc()
+            errors.append((413, f"{name}: larger than {limits.max_bytes / 1e6:.0f} MB"))
+            continue
+        try:
+            gray = decode_image(data, limits.max_pixels)
+        except ImageTooLarge as exc:
+            telemetry.REFUSED.labels("pixels").inc()
+            errors.append((413, f"{name}: {exc}"))
+            continue
+        if gray is None:
+            telemetry.REFUSED.labels("type").inc()
+            errors.append((400, f"{name}: not a readable image (JPEG, PNG, WebP, ...)"))
+            continue
+        decoded.append((name, gray))
+    if not decoded:  # nothing usable: the first error is the answer
+        code, message = errors[0]
+        raise HTTPException(code, message)
+    return decoded, errors
+
+
+def _video_answer(file: UploadFile, predictor: Predictor, detector: FaceDetector, settings: dict,
+                  limits: Limits, work: threading.Lock) -> dict:
+    """An uploaded video's timeline (``video.analyse_video``) with its figure inline."""
+    import base64
+    import tempfile
+
+    from .errors import FerError
+    from .video import VIDEO_SUFFIXES, analyse_video
+
+    suffix = Path(file.filename or "upload.mp4").suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        telemetry.REFUSED.labels("type").inc()
+        raise HTTPException(400, f"{file.filename}: not a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    with tempfile.TemporaryDirectory(prefix="fer-video-") as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        size = 0
+        with open(path, "wb") as fh:
+            while chunk := file.file.read(1 << 20):
+                size += len(chunk)
+                if size > limits.max_video_bytes:
+                    telemetry.REFUSED.labels("size").inc()
+                    raise HTTPException(413, f"{file.filename}: larger than {limits.max_video_bytes / 1e6:.0f} MB")
+                fh.write(chunk)
+        try:
+            with work:
+                r = analyse_video(str(path), predictor, detector, settings, Path(tmp) / "timeline", progress=False)
+        except FerError as exc:
+            telemetry.REFUSED.labels("type").inc()
+            raise HTTPException(400, f"{file.filename}: {str(exc).split(': ', 1)[-1]}") from None
+        figure = base64.b64encode((Path(tmp) / "timeline" / "timeline.png").read_bytes()).decode()
+    telemetry.FRAMES.inc(r["samples"])
+    return {"file": file.filename, "samples": r["samples"], "tracks": r["tracks"],
+            "complete": r["read"]["complete"], "figure": f"data:image/png;base64,{figure}", "model": predictor.info}
 
 
 def app_from_env():

@@ -89,11 +89,10 @@ def _short(value, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def hard_expectations(manifest: pd.DataFrame, images: np.ndarray, cfg: dict) -> list[Check]:
+def _manifest_expectations(manifest: pd.DataFrame, cfg: dict) -> list:
+    """The manifest table: columns, no nulls, label and split sets, 48x48, pixel statistics."""
     import great_expectations.expectations as E
-    from great_expectations.expectations.row_conditions import Column
 
-    # 1. Manifest table.
     manifest_exp = [E.ExpectTableColumnsToMatchSet(column_set=MANIFEST_COLUMNS, exact_match=False)]
     manifest_exp += [E.ExpectColumnValuesToNotBeNull(column=c) for c in MANIFEST_COLUMNS if c in manifest]
     manifest_exp += [
@@ -110,6 +109,15 @@ def hard_expectations(manifest: pd.DataFrame, images: np.ndarray, cfg: dict) -> 
         E.ExpectColumnMeanToBeBetween(column="std", min_value=cfg["pixel_std_range"][0],
                                       max_value=cfg["pixel_std_range"][1]),
     ]
+    return manifest_exp
+
+
+def hard_expectations(manifest: pd.DataFrame, images: np.ndarray, cfg: dict) -> list[Check]:
+    import great_expectations.expectations as E
+    from great_expectations.expectations.row_conditions import Column
+
+    # 1. Manifest table.
+    manifest_exp = _manifest_expectations(manifest, cfg)
     # 2. The pixel array itself (shape, dtype, row count consistent with the manifest).
     arrays = pd.DataFrame([{
         "ndim": images.ndim, "height": images.shape[1] if images.ndim == 3 else -1,
