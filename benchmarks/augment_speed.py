@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from records import add_argument, record, table
 from revision import module_at
 
 from fer_pipeline import augment as current
@@ -37,10 +38,12 @@ def main() -> None:
     ap.add_argument("--ref", default="f5cd13f")
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
+    add_argument(ap)
     a = ap.parse_args()
     section = load(["preprocess.augment"])["preprocess"]["augment"]
     ref = module_at(a.ref, "src/fer_pipeline/augment.py")
     print(f"{'input':>10} {'this checkout':>22} {a.ref + ' (raw op)':>22} {'ratio':>6}")
+    rows = []
     for crop in (48, 44, 40):
         runs = {"new": [], "ref": []}
         for _ in range(a.repeats):  # interleaved, so that a slow minute hits both
@@ -49,6 +52,9 @@ def main() -> None:
         cells = [f"{statistics.mean(r):8.0f} ({min(r):.0f}-{max(r):.0f})" for r in (runs["new"], runs["ref"])]
         print(f"{f'{crop}x{crop}':>10} {cells[0]:>22} {cells[1]:>22} "
               f"{statistics.mean(runs['new']) / statistics.mean(runs['ref']):6.2f}", flush=True)
+        rows.append([f"{crop}x{crop}", *cells, round(statistics.mean(runs["new"]) / statistics.mean(runs["ref"]), 2)])
+    record(a, "augment_speed", [table(f"Augmentation, images/s (mean, range of {a.repeats} repeats)",
+                                      ["input", "this checkout", f"{a.ref} (raw op)", "ratio"], rows)])
 
 
 if __name__ == "__main__":

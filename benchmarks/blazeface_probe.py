@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 from photo_roundtrip import make_photos, near_placed
+from records import add_argument, record, table
 
 
 def blazeface(model: str, pad: float):
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["BACK_CAMERA", "BACK_CAMERA+pad", "SHORT+pad"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--missed", help="write the faces no detector found here (a PNG grid, to look at)")
+    add_argument(ap)
     a = ap.parse_args()
 
     from tqdm import tqdm
@@ -91,11 +93,16 @@ def main() -> None:
     print("| detector | faces found | scene, fills, group | found by it or MTCNN | false faces "
           "| time per photo (x MTCNN) |")
     print("|---|---|---|---|---|---|")
+    cells = []
     for name, hit, false_faces, seconds in rows:
         lay = ", ".join(f"{100 * hit[layout == k].mean():.0f}%" for k in ("scene", "fills", "group"))
         union = f"{100 * (hit | mtcnn_hit).mean():.1f}%" if name != "mtcnn" else "-"
-        print(f"| {name} | {100 * hit.mean():.1f}% | {lay} | {union} | {false_faces} | "
-              f"{1000 * seconds:.0f} ms ({seconds / base:.2f}x) |")
+        cells.append([name, f"{100 * hit.mean():.1f}%", lay, union, false_faces,
+                      f"{1000 * seconds:.0f} ms ({seconds / base:.2f}x)"])
+        print("| " + " | ".join(map(str, cells[-1])) + " |")
+    record(a, "blazeface_probe", [table(f"{len(idx)} PrivateTest faces in {len(photos)} photos (seed {a.seed})",
+                                        ["detector", "faces found", "scene, fills, group", "found by it or MTCNN",
+                                         "false faces", "time per photo (x MTCNN)"], cells)])
     if a.missed:
         import cv2
 

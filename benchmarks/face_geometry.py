@@ -14,6 +14,7 @@ import argparse
 import time
 
 import numpy as np
+from records import add_argument, record, table
 
 
 def main() -> None:
@@ -23,6 +24,7 @@ def main() -> None:
     ap.add_argument("--upscale", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--detector", default="yunet", choices=["yunet", "mtcnn"])
+    add_argument(ap)
     a = ap.parse_args()
 
     import cv2
@@ -55,6 +57,12 @@ def main() -> None:
         print(f'    "{left}": ({24 - half:.2f}, {y:.2f}),\n    "{right}": ({24 + half:.2f}, {y:.2f}),')
     print(f'    "nose": (24.0, {m["nose"][1]:.2f}),')
     print("}")
+    rows = [[k, round(float(v[0]), 2), round(float(v[1]), 2), f"{lo[0]:.1f}-{hi[0]:.1f}", f"{lo[1]:.1f}-{hi[1]:.1f}"]
+            for k, v, lo, hi in zip(LANDMARKS, med, q1, q3)]
+    record(a, "face_geometry", [table(f"{a.detector}'s landmarks on Training faces upscaled {a.upscale}x, "
+                                      "48x48 coordinates", ["landmark", "median x", "median y", "IQR x", "IQR y"],
+                                      rows)],
+           [f"faces found: {len(pts)} of {len(idx)} ({len(pts) / len(idx):.1%})"])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from records import add_argument, record, table
 
 
 def main() -> None:
@@ -25,6 +26,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--detectors", nargs="+", default=["haar", "yunet", "mtcnn"],
                     help="the photo path with each (the first is the ratios' base)")
+    add_argument(ap)
     a = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -39,7 +41,9 @@ def main() -> None:
     jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     predictor = load_predictor(a.model)
     analyse([("astronaut", decode_image(jpeg))], predictor, make_detector("haar"))
-    print(f"cold start {time.perf_counter() - t0:.2f} s (imports + model load + first photo, Haar)")
+    cold = time.perf_counter() - t0
+    print(f"cold start {cold:.2f} s (imports + model load + first photo, Haar)")
+    rows, batched = [], []
     stages = ("decode", "detect", "crop", "classify")
     totals = {}
     print(f"one {rgb.shape[1]}x{rgb.shape[0]} JPEG photo, warm, median of {a.repeat} (ms):")
@@ -62,6 +66,8 @@ def main() -> None:
         totals[name] = med["total"]
         print(f"{name:>9} " + " ".join(f"{med[s_]:9.1f}" for s_ in stages)
               + f" {med['total']:9.1f} {med['total'] / totals[base]:9.2f}  ({len(res[0].faces)} face)")
+        rows.append([name, *(round(med[s_], 1) for s_ in stages), round(med["total"], 1),
+                     round(med["total"] / totals[base], 2), len(res[0].faces)])
 
     faces = np.random.default_rng(0).integers(0, 256, (a.faces, 48, 48, 1)).astype(np.float32)
     for label, spec in (("keras", a.model), ("tflite", a.tflite)):
@@ -75,6 +81,12 @@ def main() -> None:
             pred(faces[i:i + 512])
         dt = time.perf_counter() - t
         print(f"{label}: batched inference {len(faces) / dt:,.0f} faces/s (batches of 512, {len(faces)} faces)")
+        batched.append([label, spec, round(len(faces) / dt)])
+    record(a, "inference_speed", [
+        table(f"One {rgb.shape[1]}x{rgb.shape[0]} JPEG photo, warm, median of {a.repeat} runs (ms)",
+              ["detector", *stages, "total", f"x {base}", "faces"], rows),
+        table("Batched inference (batches of 512)", ["runtime", "model", "faces/s"], batched),
+    ], [f"cold start (imports, model load, first photo with Haar): {cold:.2f} s"])
 
 
 if __name__ == "__main__":

@@ -43,9 +43,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
+from records import add_argument, record, table
 
 
 def backgrounds(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -151,6 +153,7 @@ def main() -> None:
                     help="also read every model with test-time views of each 48x48 crop: the mean over it and its "
                          "mirror, at its place and shifted SHIFT_PX each way (the evaluate stage's TTA)")
     ap.add_argument("--json", help="also write the figures here")
+    add_argument(ap)
     a = ap.parse_args()
 
     from fer_pipeline.predict import analyse
@@ -165,7 +168,9 @@ def main() -> None:
     photos = make_photos(rng, x[idx], tuple(a.layouts))   # the same for every detector and model
     y, fp = y[idx], fp[idx]             # the drawn faces' labels (fp: -1 where no FER+ label)
     has_fp = fp >= 0
-    results = {"faces": len(idx), "photos": len(photos), "models": []}
+    layout_of = {i: layout for _, _, members, layout in photos for i in members}
+    results = {"faces": len(idx), "photos": len(photos), "models": [],
+               "layout_of_face": [layout_of[i] for i in range(len(idx))]}
     detections: dict[str, Remembered] = {}
     runs = [(model, None) for model in a.model] + ([(model, a.views) for model in a.model] if a.views else [])
     for k, (model, views) in enumerate(runs):
@@ -183,8 +188,11 @@ def main() -> None:
                 analyse([("warm-up", photos[0][0])], predictor, detector)  # load and trace once, untimed
                 detections[name] = Remembered(detector)
             m["detectors"][name] = read_back(photos, y, fp, direct, predictor, detections[name], first=k == 0)
-    for m in results["models"]:
-        print_table(m, results)
+    ts = [t for m in results["models"] for t in tables(m, results)]
+    compared = model_comparison(results)
+    ts += [compared] if compared else []
+    print_tables(ts)
+    record(a, "photo_roundtrip", ts)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(results, fh, indent=2)
@@ -221,33 +229,49 @@ class Remembered:
 def detector_named(name: str):
     """``mtcnn-upright``, ``mtcnn/0.6,0.7``, ``mtcnn:mirrored``, ``mtcnn~edge``, ``mtcnn@0.7`` (the module
     docstring)."""
-    from fer_pipeline.faces import DETECTORS, YUNET_TURNS, YuNetFaceDetector, make_detector
+    from fer_pipeline.faces import YUNET_TURNS, YuNetFaceDetector, make_detector
     from fer_pipeline.settings import photo_settings
 
     if name.startswith("yunet"):
         kind, _, threshold = name.partition("@")
         s = photo_settings()
-        options = {"turns": YUNET_TURNS} if kind == "yunet-turned" else {}
-        return YuNetFaceDetector(float(threshold or s["detector_threshold"]), s["detector_min_side"], **options)
+        cls = type("YuNetTurned", (YuNetFaceDetector,), {"turns": YUNET_TURNS}) if kind == "yunet-turned" \
+            else YuNetFaceDetector
+        return cls(float(threshold or s["detector_threshold"]), s["detector_min_side"])
     kind, _, threshold = name.partition("@")
     kind, colon, views = kind.partition(":")
     kind, _, stages = kind.partition("/")
     kind, tilde, fill = kind.partition("~")
     base, _, variant = kind.partition("-")
-    # mtcnn-upright: without the turns and views (faces.RETRY_ANGLES, RETRY_VIEWS); mtcnn-always etc.: that
-    # faces.TURNED_SEARCH (the detector refuses a mode it does not know)
-    options = {"retry_angles": (), "retry_views": ()} if variant == "upright" \
-        else {"turned_search": variant} if variant else {}
-    if colon:    # mtcnn:mirrored: these faces.RETRY_VIEWS only; mtcnn: none
-        options["retry_views"] = tuple(v for v in views.split(",") if v)
-    if stages:   # mtcnn/0.6,0.7: other PNet, RNet proposal thresholds
-        options["stage_thresholds"] = tuple(float(v) for v in stages.split(","))
-    if tilde:    # mtcnn~edge: another faces.PAD_FILLS
-        options["pad_fill"] = fill
-    detector = DETECTORS[base](**options) if options else make_detector(base)
-    if threshold:  # mtcnn@0.7: another confidence threshold
-        detector.min_confidence = float(threshold)
-    return detector
+    if base != "mtcnn" or not (variant or colon or stages or tilde or threshold):
+        return make_detector(name)
+    return mtcnn_variant(name, variant, views.split(",") if colon else None,
+                         stages.split(",") if stages else None, fill if tilde else None, threshold)
+
+
+def mtcnn_variant(name: str, variant: str, views, stages, fill, threshold):
+    """A subclass of ``faces.MtcnnFaceDetector`` with the settings ``name`` changes (production
+    MTCNN takes none): ``-upright`` without the turns and views (``RETRY_ANGLES``, ``RETRY_VIEWS``),
+    ``-always`` etc. that ``TURNED_SEARCH``, ``:mirrored`` these ``VIEWS`` only, ``/0.6,0.7`` other
+    PNet, RNet proposal thresholds, ``~edge`` another ``PAD_FILLS``, ``@0.7`` another confidence."""
+    from fer_pipeline.faces import PAD_FILLS, TURNED_SEARCH, VIEWS, MtcnnFaceDetector
+
+    def allowed(what: str, value: str, choices) -> str:
+        if value not in choices:
+            sys.exit(f"error: {name}: unknown {what} {value!r}; allowed: {', '.join(choices)}")
+        return value
+
+    settings: dict = {"retry_angles": (), "retry_views": ()} if variant == "upright" \
+        else {"turned_search": allowed("turned search", variant, TURNED_SEARCH)} if variant else {}
+    if views is not None:
+        settings["retry_views"] = tuple(allowed("view", v, VIEWS) for v in views if v)
+    if stages:
+        settings["stage_thresholds"] = tuple(float(v) for v in stages)
+    if fill is not None:
+        settings["pad_fill"] = allowed("pad fill", fill, PAD_FILLS)
+    if threshold:
+        settings["min_confidence"] = float(threshold)
+    return type("MtcnnVariant", (MtcnnFaceDetector,), settings)()
 
 
 def read_back(photos, y, fp, direct, predictor, detector: Remembered, first: bool) -> dict:
@@ -291,38 +315,72 @@ def read_back(photos, y, fp, direct, predictor, detector: Remembered, first: boo
             "accuracy_ferplus": round(float((pred[has_fp] == fp[has_fp]).mean()), 4)
             if has_fp.any() else None,
             "seconds_per_photo": round(seconds / len(photos), 4) if first else None,
+            "right": right.astype(int).tolist(),   # per drawn face: read right end to end
             "by_layout": {lay: {"faces": len(m), "found": round(float(found[m].mean()), 4),
                                 "accuracy": round(float(right[m].mean()), 4),
                                 "gap_points": round(100 * float(right[m].mean() - (direct[m] == y[m]).mean()), 2)}
                           for lay, m in by_layout.items()}}
 
 
-def print_table(m: dict, results: dict) -> None:
+def tables(m: dict, results: dict) -> list[dict]:
+    """One model's two tables: each detector overall, and each layout."""
     first = results["models"][0]["detectors"]
     base = first.get("haar", {}).get("seconds_per_photo")
     fp = 100 * (m["direct_accuracy_ferplus"] or 0)
-    print(f"{results['faces']} PrivateTest faces in {results['photos']} photos; model {m['model']}; direct "
-          f"accuracy {100 * m['direct_accuracy']:.1f}% (FER+ labels {fp:.1f}%)")
     layouts = list(next(iter(m["detectors"].values()))["by_layout"]) if m["detectors"] else []
-    print("| detector | faces found | accuracy end to end (95% interval) | on found faces | gap to direct (McNemar p) "
-          f"| FER+ labels end to end | found / accuracy: {', '.join(layouts)} | false faces "
-          "| time per photo (x Haar) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for name, r in m["detectors"].items():
-        lay = ", ".join(f"{100 * v['found']:.0f}/{100 * v['accuracy']:.0f}%" for v in r["by_layout"].values())
         t = first[name]["seconds_per_photo"]
-        when = f"{1000 * t:.0f} ms" + (f" ({t / base:.1f}x)" if base else "")
-        print(f"| {name} | {100 * r['found']:.1f}% | {100 * r['accuracy']:.1f}% ({100 * r['accuracy_ci95'][0]:.1f}-"
-              f"{100 * r['accuracy_ci95'][1]:.1f}) | {100 * (r['accuracy_on_found'] or 0):.1f}% | "
-              f"{r['gap_points']:+.1f} pt (p = {r['p_vs_direct']:.2g}) | {100 * (r['accuracy_ferplus'] or 0):.1f}% | "
-              f"{lay} | {r['false_faces']} | {when} |")
-    print("\nby layout: faces found / end to end / gap to the model alone on the same faces")
-    print("| layout | faces | " + " | ".join(m["detectors"]) + " |")
-    print("|---|---|" + "---|" * len(m["detectors"]))
-    for lay in layouts:
-        cells = [m["detectors"][d]["by_layout"][lay] for d in m["detectors"]]
-        print(f"| {lay} | {cells[0]['faces']} | " + " | ".join(
-            f"{100 * c['found']:.1f}% / {100 * c['accuracy']:.1f}% / {c['gap_points']:+.1f} pt" for c in cells) + " |")
+        rows.append([name, f"{100 * r['found']:.1f}%", f"{100 * r['accuracy']:.1f}% ({100 * r['accuracy_ci95'][0]:.1f}-"
+                     f"{100 * r['accuracy_ci95'][1]:.1f})", f"{100 * (r['accuracy_on_found'] or 0):.1f}%",
+                     f"{r['gap_points']:+.1f} pt (p = {r['p_vs_direct']:.2g})",
+                     f"{100 * (r['accuracy_ferplus'] or 0):.1f}%", r["false_faces"],
+                     f"{1000 * t:.0f} ms" + (f" ({t / base:.2f}x)" if base else "")])
+    overall = table(f"{results['faces']} PrivateTest faces in {results['photos']} photos; model {m['model']}; "
+                    f"the model alone {100 * m['direct_accuracy']:.1f}% (FER+ labels {fp:.1f}%)",
+                    ["detector", "faces found", "end to end (95% interval)", "on found faces",
+                     "gap to the model alone (McNemar p)", "FER+ labels end to end", "false faces",
+                     "time per photo (x Haar)"], rows)
+    by_layout = table(f"By layout, model {m['model']}: faces found / end to end / gap to the model alone",
+                      ["layout", "faces", *m["detectors"]],
+                      [[lay, m["detectors"][next(iter(m["detectors"]))]["by_layout"][lay]["faces"],
+                        *(f"{100 * c['found']:.1f}% / {100 * c['accuracy']:.1f}% / {c['gap_points']:+.1f} pt"
+                          for c in (m["detectors"][d]["by_layout"][lay] for d in m["detectors"]))]
+                       for lay in layouts])
+    return [overall, by_layout]
+
+
+def model_comparison(results: dict) -> dict | None:
+    """Each later model against the first, end to end on the same photos and detections: the gain
+    in points and McNemar's exact p, overall and per layout."""
+    from fer_pipeline.promotion import mcnemar_exact_p
+
+    models = results["models"]
+    if len(models) < 2:
+        return None
+    layouts = np.array(results["layout_of_face"])
+    rows = []
+    for m in models[1:]:
+        for name, r in m["detectors"].items():
+            a, b = np.array(models[0]["detectors"][name]["right"], bool), np.array(r["right"], bool)
+            cells = []
+            for lay in [None, *dict.fromkeys(results["layout_of_face"])]:
+                sel = np.ones(len(a), bool) if lay is None else layouts == lay
+                gain = 100 * (b[sel].mean() - a[sel].mean())
+                p = mcnemar_exact_p(int((b & ~a)[sel].sum()), int((a & ~b)[sel].sum()))
+                cells.append(f"{gain:+.1f} pt (p = {p:.2g})")
+            rows.append([m["model"], name, *cells])
+    return table(f"Against {models[0]['model']}, end to end on the same photos (gain, McNemar p)",
+                 ["model", "detector", "all faces", *dict.fromkeys(results["layout_of_face"])], rows)
+
+
+def print_tables(ts: list[dict]) -> None:
+    for t in ts:
+        print(f"\n{t['title']}")
+        print("| " + " | ".join(t["columns"]) + " |")
+        print("|" + "---|" * len(t["columns"]))
+        for row in t["rows"]:
+            print("| " + " | ".join(str(v) for v in row) + " |")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from records import add_argument, record, table
+
 
 def photo_body() -> tuple[bytes, str]:
     import cv2
@@ -138,6 +140,7 @@ def main() -> None:
     ap.add_argument("--detectors", nargs="+", default=["yunet", "haar", "mtcnn"],
                     choices=["yunet", "haar", "mtcnn"])
     ap.add_argument("--json", help="also write the figures here")
+    add_argument(ap)
     a = ap.parse_args()
     rows = [{"detector": d, **run(a.model, w, a.clients, a.requests, d)} for d in a.detectors for w in a.workers]
     print(f"{a.clients} clients x {a.requests} requests, one 512x512 photo each")
@@ -151,6 +154,13 @@ def main() -> None:
               f"{r['health_max_ms']} ms | {r['peak_rss_mb']} MB |")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
+    record(a, "serve_load", [table(
+        f"{a.clients} clients x {a.requests} requests, one 512x512 photo each",
+        ["detector", "workers", "requests", "errors", "p50 ms", "p99 ms", "photos/s", "x first row",
+         "/health worst ms", "peak memory MB"],
+        [[r["detector"], r["workers"], r["requests"], r["errors"], r["p50_ms"], r["p99_ms"], r["requests_per_s"],
+          round(r["requests_per_s"] / rows[0]["requests_per_s"], 2), r["health_max_ms"], r["peak_rss_mb"]]
+         for r in rows])])
 
 
 if __name__ == "__main__":

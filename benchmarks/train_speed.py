@@ -26,6 +26,7 @@ import sys
 import time
 
 import numpy as np
+from records import add_argument, record, table
 
 from fer_pipeline import augment
 from fer_pipeline.augment import AugmentConfig
@@ -131,6 +132,7 @@ def main() -> None:
     ap.add_argument("--feeds", action="store_true", help="compare input paths and backends (see above)")
     ap.add_argument("--ref", default="cfdf8f0", help="--feeds: the revision whose augment.py is 'before'")
     ap.add_argument("--child-jax", action="store_true", help=argparse.SUPPRESS)
+    add_argument(ap)
     a = ap.parse_args()
     p = load(["preprocess.augment", "train"])
     if a.child_jax:
@@ -141,7 +143,7 @@ def main() -> None:
     train = p["train"]
     aug = AugmentConfig.from_params(p["preprocess"]["augment"], 48)
     default = train["model"]["name"]
-    base = None
+    base, rows = None, []
     print(f"{'candidate':>12} {'params':>7} {'GFLOP/img':>9} {'x default':>9} {'images/s':>16} {'x default':>9}")
     for label, name, over, crop, batch, scale in CANDIDATES:
         if a.only and label not in a.only:
@@ -159,8 +161,13 @@ def main() -> None:
         spread = f"{min(rates):.0f}-{max(rates):.0f}"
         print(f"{label:>12} {params / 1e6:6.2f}M {flops / 1e9:9.3f} {flops / base[0]:9.2f} "
               f"{mean:7.1f} ({spread:>7}) {mean / base[1]:9.2f}", flush=True)
+        rows.append([label, round(params / 1e6, 2), round(flops / 1e9, 3), round(flops / base[0], 2), round(mean, 1),
+                     spread, round(mean / base[1], 2)])
     print(f"budget: today's default = {base[0] / 1e9:.3f} GFLOP/img x 28,006 images x {train['epochs']} epochs "
           f"= {base[0] * 28006 * train['epochs'] / 1e12:.0f} TFLOP")
+    record(a, "train_speed", [table(f"Training steps of {a.steps} after {a.warmup} warm-up, {a.repeats} repeats",
+                                    ["candidate", "params (M)", "GFLOP/img", "x default", "images/s", "spread",
+                                     "x default"], rows)])
 
 
 if __name__ == "__main__":

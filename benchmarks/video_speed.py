@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from records import add_argument, record, table
 
 
 def write_clip(path: Path, seconds: float, fps: int) -> Path:
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--detector", default=None, help="default: params.yaml's predict.detector")
     ap.add_argument("--repeat", type=int, default=2)
+    add_argument(ap)
     a = ap.parse_args()
 
     from fer_pipeline.faces import make_detector
@@ -54,8 +56,10 @@ def main() -> None:
     detector = make_detector(settings["detector"], settings)
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_clip(Path(tmp) / "clip.mp4", a.seconds, a.fps)
-        print(f"{a.seconds:.0f} s 640x480 clip at {a.fps} fps, sampled at {settings['video_fps']} per second, "
-              f"detector {settings['detector']}, model {predictor.spec}")
+        title = (f"{a.seconds:.0f} s 640x480 clip at {a.fps} fps, sampled at {settings['video_fps']} per second, "
+                 f"detector {settings['detector']}, model {predictor.spec}")
+        print(title)
+        rows = []
         print("| run | samples | faces | tracks | total | decode | detect | crop | classify |")
         print("|---|---|---|---|---|---|---|---|---|")
         for k in range(a.repeat):
@@ -65,6 +69,10 @@ def main() -> None:
             s = r["seconds"]
             print(f"| {k + 1} | {r['samples']} | {r['faces']} | {len(r['tracks'])} | {total:.2f} s | "
                   + " | ".join(f"{s.get(x, 0):.2f} s" for x in ("decode", "detect", "crop", "classify")) + " |")
+            rows.append([k + 1, r["samples"], r["faces"], len(r["tracks"]), round(total, 2),
+                         *(round(s.get(x, 0), 2) for x in ("decode", "detect", "crop", "classify"))])
+    record(a, "video_speed", [table(title + " (seconds)", ["run", "samples", "faces", "tracks", "total", "decode",
+                                                            "detect", "crop", "classify"], rows)])
 
 
 if __name__ == "__main__":

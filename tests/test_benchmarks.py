@@ -50,6 +50,10 @@ def test_the_round_trip_benchmark_runs_on_a_tiny_test_split(tmp_path):
     assert second["found"] == first["found"] and second["seconds_per_photo"] is None
     rows = [line for line in r.stdout.splitlines() if line.startswith("| haar |")]
     assert first["seconds_per_photo"] > 0 and len(rows) == 2
+    # the second model against the first, paired on the same faces: the same model gains nothing
+    assert f"| {model} +views | haar |" not in r.stdout
+    (compared,) = [line for line in r.stdout.splitlines() if line.startswith(f"| {model} | haar |")]
+    assert compared.count("+0.0 pt (p = 1)") == 6, compared
     # face crops only (--layouts fills): the whole image is a face each time for `whole`
     r = subprocess.run([sys.executable, str(REPO / "benchmarks/photo_roundtrip.py"), "--model", model,
                         "--data", str(tmp_path / "test.npz"), "--faces", "3", "--layouts", "fills",
@@ -83,7 +87,8 @@ def test_the_inference_benchmark_times_every_stage_for_every_detector(tmp_path):
     assert "keras: batched inference" in r.stdout and "tflite:" in r.stdout
 
 
-def test_the_round_trip_names_detector_variants():
+def test_the_round_trip_names_detector_variants(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))   # as when run as a script: its records module
     spec = importlib.util.spec_from_file_location("photo_roundtrip", REPO / "benchmarks/photo_roundtrip.py")
     roundtrip = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(roundtrip)
@@ -94,6 +99,12 @@ def test_the_round_trip_names_detector_variants():
     assert (d.pad_fill, d.retry_views, d.turned_search) == ("mean", (), "unless_one")
     d = roundtrip.detector_named("yunet-turned@0.5")
     assert d.turns and d.threshold == 0.5 and roundtrip.detector_named("yunet").turns == ()
+    with pytest.raises(SystemExit, match="mtcnn~zero: unknown pad fill 'zero'; allowed: mean, edge"):
+        roundtrip.detector_named("mtcnn~zero")
+    with pytest.raises(SystemExit, match="unknown view 'sideways'; allowed: mirrored, equalized"):
+        roundtrip.detector_named("mtcnn:mirrored,sideways")
+    with pytest.raises(SystemExit, match="unknown turned search 'twice'"):
+        roundtrip.detector_named("mtcnn-twice")
 
 
 def test_the_detector_probe_runs_with_mtcnn_alone(tmp_path):

@@ -36,6 +36,11 @@ def mtcnn():
     return MtcnnFaceDetector()
 
 
+def mtcnn_with(**settings) -> MtcnnFaceDetector:
+    """MTCNN with other settings, made as the round trip makes its variants: a subclass."""
+    return type("MtcnnVariant", (MtcnnFaceDetector,), settings)()
+
+
 @pytest.fixture(scope="module")
 def yunet():
     return make_detector("yunet", repo_params()["predict"])
@@ -73,7 +78,7 @@ def test_a_rotated_face_comes_back_upright(mtcnn, angle):
 def test_a_face_turned_past_the_upright_pass_is_found_by_the_turned_search(mtcnn):
     angle = -50
     photo = rotated(astronaut_gray(), angle)
-    assert MtcnnFaceDetector(retry_angles=(), retry_views=()).detect(photo) == []   # the upright pass alone misses it
+    assert mtcnn_with(retry_angles=(), retry_views=()).detect(photo) == []   # the upright pass alone misses it
     (face,) = mtcnn.detect(photo)
     m = cv2.getRotationMatrix2D((256, 256), angle, 1.0)                  # where the astronaut's face went
     cx, cy = m @ np.array([224.0, 118.0, 1.0])
@@ -90,8 +95,8 @@ def test_a_turned_face_beside_upright_ones_is_found_by_the_turned_search_of_that
     astro = astronaut_gray()
     photo = np.concatenate([astro] * upright_faces + [rotated(astro, -50)], axis=1)   # the turned one last
     # if_none: the upright pass found faces, so no turned search
-    assert len(MtcnnFaceDetector(turned_search="if_none").detect(photo)) == upright_faces
-    faces = MtcnnFaceDetector(turned_search=mode).detect(photo)
+    assert len(mtcnn_with(turned_search="if_none").detect(photo)) == upright_faces
+    faces = mtcnn_with(turned_search=mode).detect(photo)
     assert len(faces) == upright_faces + 1             # each upright face once, not again from a turned pass
     assert sorted(f.box[0] // 512 for f in faces) == list(range(upright_faces + 1))
 
@@ -125,7 +130,7 @@ def test_yunet_the_default_finds_the_astronaut_with_five_landmarks_in_place(yune
 
 @pytest.mark.parametrize("angle", [-30, 20])
 def test_yunet_s_turned_views_level_a_turned_face_where_its_template_says(yunet, angle):
-    turned = YuNetFaceDetector(0.6, 192, turns=YUNET_TURNS)
+    turned = type("Turned", (YuNetFaceDetector,), {"turns": YUNET_TURNS})(0.6, 192)
     photo = rotated(astronaut_gray(), angle)
     (face,) = turned.detect(photo)
     assert abs(eye_angle(face.landmarks)) > 12                           # turned in the photo...
@@ -174,15 +179,10 @@ def test_a_face_cut_at_the_brows_and_chin_is_found_in_a_flat_grey_frame(mtcnn):
     # padded with its edge pixels repeated, MTCNN finds nothing (the streaks hide it), in a flat
     # frame of the image's mean grey (faces.PAD_FILLS' default) it finds the face
     tight = astronaut_gray()[90:165, 190:260]
-    assert MtcnnFaceDetector(pad_fill="edge").detect(tight) == []
+    assert mtcnn_with(pad_fill="edge").detect(tight) == []
     (face,) = mtcnn.detect(tight)
     x, y, w, h = face.box
     assert abs(x + w / 2 - 35) < 12 and abs(y + h / 2 - 35) < 15, face.box     # the middle of the crop
-
-
-def test_an_unknown_pad_fill_stops_with_one_line():
-    with pytest.raises(FerError, match="unknown pad fill 'zero'; allowed: mean, edge"):
-        MtcnnFaceDetector(pad_fill="zero")
 
 
 def test_a_faint_face_that_mtcnn_s_own_stage_thresholds_never_propose_is_found(mtcnn):
@@ -190,7 +190,7 @@ def test_a_faint_face_that_mtcnn_s_own_stage_thresholds_never_propose_is_found(m
     # and RNet thresholds (0.6, 0.7) proposes nothing; ours (faces.MTCNN_STAGE_THRESHOLDS) do, and
     # the last stage still scores the face above min_confidence
     faint = np.clip(127 + (astronaut_gray().astype(float) - 127) * 0.16, 0, 255).astype(np.uint8)
-    assert MtcnnFaceDetector(retry_angles=(), retry_views=(), stage_thresholds=(0.6, 0.7)).detect(faint) == []
+    assert mtcnn_with(retry_angles=(), retry_views=(), stage_thresholds=(0.6, 0.7)).detect(faint) == []
     (face,) = mtcnn.detect(faint)
     x, y, w, h = face.box
     assert abs(x + w / 2 - 224) < 15 and abs(y + h / 2 - 118) < 20 and face.score >= mtcnn.min_confidence
@@ -201,7 +201,7 @@ def test_a_dim_underexposed_face_is_found_by_the_equalized_view():
     # default) finds it; the equalized view, asked for, does, and the face is where the photo has it
     dim = np.clip(40 + (astronaut_gray().astype(float) - 127) * 0.07, 0, 255).astype(np.uint8)
     assert MtcnnFaceDetector().detect(dim) == []
-    (face,) = MtcnnFaceDetector(retry_views=("mirrored", "equalized")).detect(dim)
+    (face,) = mtcnn_with(retry_views=("mirrored", "equalized")).detect(dim)
     x, y, w, h = face.box
     assert abs(x + w / 2 - 224) < 15 and abs(y + h / 2 - 118) < 20
 
@@ -217,11 +217,6 @@ def test_the_mirrored_view_gives_faces_in_the_photo_s_own_frame(mtcnn):
     for k in LANDMARKS:
         assert np.hypot(*np.subtract(mirrored.landmarks[k], upright.landmarks[k])) < 5, k
     assert abs(eye_angle(mirrored.landmarks)) < 10
-
-
-def test_an_unknown_retry_view_stops_with_one_line():
-    with pytest.raises(FerError, match="unknown retry view 'sideways'; allowed: mirrored, equalized"):
-        MtcnnFaceDetector(retry_views=("mirrored", "sideways"))
 
 
 @pytest.mark.parametrize("detector", ["haar", "mtcnn", "yunet"])

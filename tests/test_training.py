@@ -86,6 +86,13 @@ def test_run_logs_params_epoch_metrics_figures_datasets_and_model(trained_run):
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert figures == {"figures/training_curves.png", "figures/augmentation_preview.png"}  # layout.Train
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"fer2013-train", "fer2013-val"}
+    # the model's requirements, pinned to what trained it (given, not inferred by loading it again)
+    import importlib.metadata as md
+
+    reqs = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model/requirements.txt"))
+    pins = reqs.read_text().split()
+    assert f"keras=={md.version('keras')}" in pins and any(p.startswith("tensorflow") for p in pins)
+    assert any(p.startswith("mlflow") for p in pins), pins
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     probs = np.asarray(model.predict(np.zeros((5, 48, 48, 1), np.float32)))
     assert probs.shape == (5, 7)

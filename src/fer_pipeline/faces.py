@@ -145,36 +145,31 @@ class HaarFaceDetector:
 
 
 class MtcnnFaceDetector:
-    """MTCNN (the ``mtcnn`` package) with five landmarks per face. ``pad``: border added on each
-    side as a fraction of the longer side (a face that fills the frame then has room around it),
-    filled as ``pad_fill`` says (``PAD_FILLS``); images whose longer side is under ``min_side``
-    are upscaled to it first. ``stage_thresholds``: the scores MTCNN's first two stages (PNet,
-    RNet) need to propose a candidate."""
+    """MTCNN (the ``mtcnn`` package) with five landmarks per face. Its settings are the class
+    attributes below (production passes none; the round trip's variants are subclasses that change
+    them, ``benchmarks/photo_roundtrip.py``): ``pad``, the border added on each side as a fraction of
+    the longer side (a face that fills the frame then has room around it), filled as ``pad_fill``
+    says (``PAD_FILLS``); images whose longer side is under ``min_side`` are upscaled to it first;
+    ``stage_thresholds``, the scores MTCNN's first two stages (PNet, RNet) need to propose a
+    candidate; ``turned_search``, ``retry_angles`` and ``retry_views``, the searches again."""
 
     name = "mtcnn"
+    min_confidence = 0.9
+    pad = 0.25
+    min_side = SMALL_SIDE
+    retry_angles: tuple[float, ...] = RETRY_ANGLES
+    turned_search = "unless_one"
+    stage_thresholds: tuple[float, float] = MTCNN_STAGE_THRESHOLDS
+    retry_views: tuple[str, ...] = RETRY_VIEWS
+    pad_fill = PAD_FILLS[0]
 
-    def __init__(self, min_confidence: float = 0.9, pad: float = 0.25, min_side: int = SMALL_SIDE,
-                 retry_angles: tuple[float, ...] = RETRY_ANGLES, turned_search: str = "unless_one",
-                 stage_thresholds: tuple[float, float] = MTCNN_STAGE_THRESHOLDS,
-                 retry_views: tuple[str, ...] = RETRY_VIEWS, pad_fill: str = PAD_FILLS[0]):
+    def __init__(self):
         import logging
 
         logging.getLogger("mtcnn").setLevel(logging.ERROR)
         from mtcnn import MTCNN
 
         self.model = MTCNN(device="CPU:0")
-        self.min_confidence, self.pad, self.min_side = min_confidence, pad, min_side
-        if turned_search not in TURNED_SEARCH:
-            raise FerError(f"unknown turned search {turned_search!r}; allowed: {', '.join(TURNED_SEARCH)}")
-        self.retry_angles, self.turned_search = tuple(retry_angles), turned_search
-        self.stage_thresholds = tuple(stage_thresholds)
-        unknown = [v for v in retry_views if v not in VIEWS]
-        if unknown:
-            raise FerError(f"unknown retry view {unknown[0]!r}; allowed: {', '.join(VIEWS)}")
-        self.retry_views = tuple(retry_views)
-        if pad_fill not in PAD_FILLS:
-            raise FerError(f"unknown pad fill {pad_fill!r}; allowed: {', '.join(PAD_FILLS)}")
-        self.pad_fill = pad_fill
 
     def detect(self, gray: np.ndarray) -> list[Face]:
         faces = self._detect_upright(gray)
@@ -287,16 +282,18 @@ class YuNetFaceDetector:
     image whose longer side is under ``min_side`` is searched again upscaled to it (faces of a few
     dozen pixels, which YuNet misses at their own size; a face that fills a small image is found
     by the first pass, and lost when upscaled). Boxes and landmarks come back in the photo's
-    coordinates. ``turns``: none (the upright pass alone, the default) or e.g. ``YUNET_TURNS``."""
+    coordinates. ``turns`` (a class attribute, as production uses it: none, the upright pass alone;
+    the round trip's ``yunet-turned`` is a subclass with ``YUNET_TURNS``): the turned views each
+    face's landmarks are read again in."""
 
     name = "yunet"
+    turns: tuple[float, ...] = ()
 
-    def __init__(self, threshold: float, min_side: int, model_file: Path = YUNET_FILE,
-                 turns: tuple[float, ...] = ()):
+    def __init__(self, threshold: float, min_side: int, model_file: Path = YUNET_FILE):
         import cv2
 
         path = checked_file(Path(model_file), YUNET_SHA256, "the YuNet face detector file")
-        self.threshold, self.min_side, self.turns = float(threshold), int(min_side), tuple(turns)
+        self.threshold, self.min_side = float(threshold), int(min_side)
         try:
             self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.threshold, 0.3, 5000)
         except cv2.error as exc:

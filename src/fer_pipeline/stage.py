@@ -62,14 +62,20 @@ def one_line_errors(interrupted: str) -> Iterator[None]:
         sys.exit(130)
 
 
-def run_stage(stage: str, fn: Callable[..., object]) -> None:
+def run_stage(stage: str, fn: str | Callable[..., object]) -> None:
     """Validate params.yaml and the path arguments, then run ``fn(params, **paths)`` with the
-    params ``stage`` reads (``params.STAGE_PARAMS``). A user-facing error (a bad parameter or a
-    missing path included) becomes one line on stderr and exit status 1, before any output is
-    touched."""
+    params ``stage`` reads (``params.STAGE_PARAMS``). ``fn``: the stage function, or its
+    ``"module:function"`` name, imported only once params.yaml is valid (a mistake in it is then
+    reported before TensorFlow loads). A user-facing error (a bad parameter or a missing path
+    included) becomes one line on stderr and exit status 1, before any output is touched."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with one_line_errors("interrupted: no partial outputs were written"):
         from .params import for_stage
 
         params = for_stage(stage)
+        if isinstance(fn, str):
+            import importlib
+
+            module, _, name = fn.partition(":")
+            fn = getattr(importlib.import_module(module), name)
         fn(params, **stage_paths(stage, fn, sys.argv[1:]))

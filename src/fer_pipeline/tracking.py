@@ -167,8 +167,31 @@ def read_run_info(path: str | os.PathLike) -> dict:
     return json.loads(p.read_text())
 
 
+# The packages a logged model needs besides MLflow: Keras and the backend it ran on.
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow-cpu", "tensorflow"), "jax": ("jax", "jaxlib")}
+
+
+def model_requirements() -> list[str]:
+    """``keras==X`` and the installed backend's packages, pinned: given to MLflow explicitly, because
+    inferring them loads the model again in a child process (7 s a model on this 2-core machine)."""
+    import importlib.metadata as md
+
+    import keras
+
+    pins = [f"keras=={md.version('keras')}"]
+    for dist in BACKEND_PACKAGES.get(keras.backend.backend(), ()):
+        try:
+            pins.append(f"{dist}=={md.version(dist)}")
+        except md.PackageNotFoundError:
+            continue
+        if dist == "tensorflow-cpu":
+            break   # tensorflow-cpu is the whole of TensorFlow
+    return pins
+
+
 def log_model(model, name: str = "model") -> str:
-    """Log a Keras model with an explicit signature (no input example: see docs/known-issues.md)."""
+    """Log a Keras model with an explicit signature (no input example: see docs/known-issues.md) and
+    its requirements (``model_requirements``)."""
     import mlflow
     import numpy as np
     from mlflow.models import ModelSignature
@@ -177,6 +200,6 @@ def log_model(model, name: str = "model") -> str:
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 48, 48, 1), "pixels")]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(LABELS)), "probs")]))
-    info = mlflow.keras.log_model(model, name=name, signature=signature)
+    info = mlflow.keras.log_model(model, name=name, signature=signature, pip_requirements=model_requirements())
     return info.model_uri
 
