@@ -17,16 +17,17 @@ from pathlib import Path
 from records import RECORDS, REPO, load
 
 PAGE = REPO / "benchmarks" / "README.md"
+MACHINES = REPO / "benchmarks" / "machines.yaml"
 # The page's order; a benchmark script not listed here comes after these, by name.
 ORDER = ["photo_roundtrip", "inference_speed", "serve_load", "video_speed", "face_geometry", "train_speed",
-         "augment_speed", "ingest_speed", "noop_repro", "suite_time"]
+         "train_speed-feeds", "augment_speed", "ingest_speed", "noop_repro", "suite_time"]
 INTRO = """# Benchmarks
 
 Every speed and accuracy figure the project quotes, with the command that measures it. This page is
 written by `python benchmarks/render.py` from [records.yaml](records.yaml), where each benchmark run
 that was given `--record BESIDE` appended its command, date, machine, commit, what ran beside it and
 its tables; the page shows the latest run of each benchmark, the record keeps every run
-(`tests/test_benchmarks.py` fails when this page is stale). Machines of this 2-core kind differ 2-3x,
+(`tests/test_benchmark_records.py` fails when this page is stale). Machines of this 2-core kind differ 2-3x,
 and a second job on the machine slows a run: a time holds only beside a baseline taken in the same
 run, so compare ratios within one table.
 """
@@ -53,7 +54,19 @@ def markdown_table(t: dict) -> list[str]:
     return lines + [""]
 
 
-def page(records: list[dict], scripts: dict[str, Path]) -> str:
+def machines_table(machines: list[dict]) -> list[str]:
+    """The machines that experiments and older notes name by letter (``benchmarks/machines.yaml``)."""
+    if not machines:
+        return []
+    return ["", "## Machines named by letter", "",
+            "Experiments ([docs/experiments.md](../docs/experiments.md)) name their machine by letter "
+            "([machines.yaml](machines.yaml)); a benchmark record names its CPU.", "",
+            "| machine | first seen | CPU | default training (images/s) |", "|---|---|---|---|",
+            *(f"| {m['letter']} | {m['first_seen']} | {m['cpu']} | {m['default_training_images_per_s']} |"
+              for m in machines)]
+
+
+def page(records: list[dict], scripts: dict[str, Path], machines: list[dict] | None = None) -> str:
     latest, counts = {}, {}
     for r in records:
         latest[r["benchmark"]] = r
@@ -68,8 +81,9 @@ def page(records: list[dict], scripts: dict[str, Path]) -> str:
     for n in names:
         r = latest[n]
         out += ["", f"## {n.replace('_', '-')}", ""]
-        if n in scripts:
-            out += [purpose(scripts[n]), ""]
+        script = scripts.get(n) or scripts.get(n.split("-")[0])   # train_speed-feeds: a mode of train_speed
+        if script:
+            out += [purpose(script), ""]
         out += [f"`{r['command']}`", "",
                 f"{r['date']}, {r['machine']}, commit {r['commit']}; beside it: {r['beside']}.", ""]
         for t in r["results"]["tables"]:
@@ -80,6 +94,7 @@ def page(records: list[dict], scripts: dict[str, Path]) -> str:
         if counts[n] > 1:
             out.append(f"{counts[n] - 1} earlier run(s) of this benchmark are in [records.yaml](records.yaml).")
             out.append("")
+    out += machines_table(machines or [])
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -91,7 +106,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true", help="exit 1 when the page is stale")
     a = ap.parse_args()
-    text = page(load(RECORDS), scripts_in(PAGE.parent))
+    text = page(load(RECORDS), scripts_in(PAGE.parent), load(MACHINES))
     if a.check:
         if not PAGE.exists() or PAGE.read_text() != text:
             sys.exit("benchmarks/README.md is stale: run `python benchmarks/render.py`")

@@ -119,8 +119,15 @@ def feeds(a, p: dict) -> None:
             print(f"repeat {r + 1}: {k}: {rates[k][-1]:.1f} images/s", file=sys.stderr, flush=True)
     base = statistics.mean(next(iter(rates.values())))
     print(f"{'input (default model, batch ' + str(p['train']['batch_size']) + ')':>45} {'images/s':>18} {'ratio':>6}")
+    rows_out = []
     for k, v in rates.items():
         print(f"{k:>45} {statistics.mean(v):7.1f} ({min(v):.0f}-{max(v):.0f}) {statistics.mean(v) / base:6.2f}")
+        rows_out.append([k, round(statistics.mean(v), 1), f"{min(v):.0f}-{max(v):.0f}",
+                         round(statistics.mean(v) / base, 2)])
+    record(a, "train_speed-feeds", [table(
+        f"Default model, batch {p['train']['batch_size']}: training steps by input and backend "
+        f"({a.steps} steps after {a.warmup} warm-up, {a.repeats} interleaved repeats)",
+        ["input", "images/s", "range", "x first row"], rows_out)])
 
 
 def main() -> None:

@@ -1,12 +1,11 @@
-"""The DVC pipeline for real: stage scripts, a smoke `dvc repro` in a temp repo, the real archive."""
+"""The DVC pipeline for real: stage scripts and the real archive (the smoke `dvc repro` in a temp repo:
+tests/test_team_server.py, which runs it once for both)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -15,7 +14,7 @@ from fer_pipeline.params import STAGE_PARAMS
 from fer_pipeline.validation import validate
 
 from conftest import REAL_ARCHIVE, REPO
-from helpers import astronaut_gray, repo_params, stage_cmd, write_png
+from helpers import repo_params, stage_cmd
 
 ARCHIVE = REPO / "data/raw/fer2013.zip" if (REPO / "data/raw/fer2013.zip").exists() else REAL_ARCHIVE
 VOTES = REPO / "data/raw/fer2013_ferplus_votes.csv"
@@ -209,50 +208,3 @@ def test_real_archive_ingest_and_validate_give_the_true_counts():
     assert [fp[s]["with_most_voted"] for s in ("train", "val", "test")] == [26777, 3372, 3349]
     agree = [round(fp[s]["fer2013_agrees_with_most_voted"], 3) for s in ("train", "val", "test")]
     assert agree == [0.658, 0.654, 0.656]
-
-
-@pytest.mark.slow
-@needs_archive
-def test_smoke_dvc_repro_runs_every_stage_in_a_temp_repo(tmp_path, monkeypatch):
-    from fer_pipeline.workflow import smoke
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    # One labelled photo set (evaluate.photo_sets): the photos@0 stage runs in the same dvc repro.
-    photos = tmp_path / "photos"
-    write_png((photos / "happiness").mkdir(parents=True) or photos / "happiness/astronaut.png", astronaut_gray())
-    write_png((photos / "sad").mkdir() or photos / "sad/blank.png", np.full((200, 200), 128, np.uint8))
-    metrics = smoke(REPO, tmp_path / "repo", {"evaluate.photo_sets": [{"name": "mine", "dir": str(photos)}]})
-    repo = tmp_path / "repo"
-    mine = json.loads((repo / "reports/photos/mine/metrics.json").read_text())
-    assert mine["found"] == 0.5 and mine["photo_acc"] <= 0.5      # the blank photo has no face
-    assert 0 <= metrics["test"]["accuracy"] <= 1 and metrics["test"]["per_class"]["sad"]["support"] == 10
-    for f in ("reports/evaluate/model_card.md", "reports/evaluate/confusion_test.png",
-              "reports/validate/validation.html", "data/figures/train/augmentation_preview.png",
-              "data/figures/evaluate/test_correct.png", "models/model.keras", "dvc.lock"):
-        assert (repo / f).exists(), f
-    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, capture_output=True, text=True)
-    assert "up to date" in status.stdout
-    # An edit of the `fer` command alone (cli.py) reruns no stage; an edit of the stage runner reruns all.
-    with open(repo / "src/fer_pipeline/cli.py", "a") as fh:
-        fh.write("# an edit of the fer command\n")
-    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, capture_output=True, text=True)
-    assert "up to date" in status.stdout, status.stdout
-    with open(repo / "src/fer_pipeline/stage.py", "a") as fh:
-        fh.write("# an edit of the stage runner\n")
-    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=repo, capture_output=True, text=True)
-    assert "modified:" in status.stdout and "src/fer_pipeline/stage.py" in status.stdout, status.stdout
-    import mlflow
-
-    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    run = client.search_runs([client.get_experiment_by_name("fer2013").experiment_id])[0]
-    assert "test_accuracy" in run.data.metrics and "val_accuracy" in run.data.metrics
-    assert run.data.tags["registry_alias"] == "champion"
-    # The pipeline's headline in `dvc metrics show` fits a 160-column terminal (each photo set adds
-    # its own five columns beside it)
-    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "reports/evaluate/metrics.json"], cwd=repo,
-                           capture_output=True, text=True, check=True).stdout
-    assert "test_acc" in shown and max(len(line) for line in shown.splitlines()) <= 160, shown
-    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=repo, capture_output=True,
-                           text=True, check=True).stdout
-    assert "reports/photos/mine/metrics.json" in shown and "photo_acc" in shown, shown

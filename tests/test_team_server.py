@@ -1,7 +1,8 @@
-"""Team mode for real: a `mlflow server` process on 127.0.0.1, the smoke pipeline logging to it, the
-results read back over HTTP by another process; then a second clone that takes the trained outputs
-from a DVC remote (no training) evaluates against the same server, and against a store that has
-never seen the training run."""
+"""The smoke pipeline (`dvc repro` of every stage, tiny, in a temp repo) in team mode, for real: a
+`mlflow server` process on 127.0.0.1 it logs to, the results read back over HTTP by another process;
+then a second clone that takes the trained outputs from a DVC remote (no training) evaluates against
+the same server, and against a store that has never seen the training run. One pipeline run serves
+both (it is the suite's costliest thing)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REAL_ARCHIVE, REPO
-from helpers import free_port, wait_http
+from helpers import astronaut_gray, free_port, wait_http, write_png
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not (REPO / "data/raw/fer2013.zip").exists() and not REAL_ARCHIVE.exists(),
@@ -97,7 +99,13 @@ def test_runs_from_two_clones_meet_on_one_mlflow_server(tmp_path, mlflow_server,
     # the whole pipeline, tiny, logging to the server; on FER2013's labels: under the default
     # ferplus_soft, the evaluation into a store that never saw the run (below) registers no model
     # (docs/known-issues.md)
-    smoke(REPO, first, {"train.labels": "fer2013"})
+    # One labelled photo set (evaluate.photo_sets): the photos@0 stage runs in the same dvc repro.
+    photos = tmp_path / "photos"
+    write_png((photos / "happiness").mkdir(parents=True) or photos / "happiness/astronaut.png", astronaut_gray())
+    write_png((photos / "sad").mkdir() or photos / "sad/blank.png", np.full((200, 200), 128, np.uint8))
+    metrics = smoke(REPO, first, {"train.labels": "fer2013",
+                                  "evaluate.photo_sets": [{"name": "mine", "dir": str(photos)}]})
+    smoke_outputs_are_complete_and_up_to_date(first, metrics)
 
     reader = subprocess.run([sys.executable, "-c", READER, mlflow_server], capture_output=True, text=True,
                             timeout=600, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
@@ -141,3 +149,30 @@ def test_runs_from_two_clones_meet_on_one_mlflow_server(tmp_path, mlflow_server,
     assert linked.data.tags["trained_in_run"] == run["run_id"] and "test_accuracy" in linked.data.metrics
     version = client.get_model_version_by_alias("fer-emotion", "champion")
     assert version.run_id == linked.info.run_id                   # the model came along into that store
+
+    # An edit of the `fer` command alone (cli.py) reruns no stage; an edit of the stage runner reruns all.
+    with open(first / "src/fer_pipeline/cli.py", "a") as fh:
+        fh.write("# an edit of the fer command\n")
+    assert "up to date" in _dvc(["status"], first, env)
+    with open(first / "src/fer_pipeline/stage.py", "a") as fh:
+        fh.write("# an edit of the stage runner\n")
+    status = _dvc(["status"], first, env)
+    assert "modified:" in status and "src/fer_pipeline/stage.py" in status, status
+
+
+def smoke_outputs_are_complete_and_up_to_date(repo, metrics: dict) -> None:
+    """Every stage's outputs are there, `dvc status` is clean, and `dvc metrics show` shows the
+    headline in a 160-column terminal (each photo set adds its own five columns beside it)."""
+    mine = json.loads((repo / "reports/photos/mine/metrics.json").read_text())
+    assert mine["found"] == 0.5 and mine["photo_acc"] <= 0.5      # the blank photo has no face
+    assert 0 <= metrics["test"]["accuracy"] <= 1 and metrics["test"]["per_class"]["sad"]["support"] == 10
+    for f in ("reports/evaluate/model_card.md", "reports/evaluate/confusion_test.png",
+              "reports/validate/validation.html", "data/figures/train/augmentation_preview.png",
+              "data/figures/evaluate/test_correct.png", "models/model.keras", "dvc.lock"):
+        assert (repo / f).exists(), f
+    env = dict(os.environ)
+    assert "up to date" in _dvc(["status"], repo, env)
+    shown = _dvc(["metrics", "show", "reports/evaluate/metrics.json"], repo, env)
+    assert "test_acc" in shown and max(len(line) for line in shown.splitlines()) <= 160, shown
+    shown = _dvc(["metrics", "show"], repo, env)
+    assert "reports/photos/mine/metrics.json" in shown and "photo_acc" in shown, shown

@@ -194,7 +194,7 @@ def test_queued_sweep_gives_one_named_mlflow_run_per_experiment(tmp_path):
     try:
         deadline = time.time() + 1200
         while True:
-            time.sleep(10)
+            time.sleep(2)
             status = subprocess.run([*dvc, "queue", "status"], cwd=repo, env=env, capture_output=True,
                                     text=True).stdout
             if not any(word in status for word in ("Queued", "Running")) or time.time() > deadline:
