@@ -23,7 +23,7 @@ SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected)")
 def parse(output: str, slowest: int) -> tuple[dict[str, int], list[tuple[float, str, str]]]:
     """pytest's final counts and its ``--durations`` rows (seconds, phase, test id)."""
     counts: dict[str, int] = {}
-    last = [line for line in output.splitlines() if re.match(r"^=+ .*\d+ (passed|failed)", line)]
+    last = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed).* in [\d.]+s", line)]
     for n, what in SUMMARY.findall(last[-1] if last else ""):
         counts[what.rstrip("s") if what.startswith("error") else what] = int(n)
     rows = [(float(m[1]), m[2], m[3]) for m in map(DURATION.match, output.splitlines()) if m]

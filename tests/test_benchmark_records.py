@@ -59,7 +59,9 @@ def test_the_suite_benchmark_reads_pytests_counts_and_slowest_tests(bench, monke
 SKIPPED [1] tests/test_data.py:10: no archive
 ============ 215 passed, 5 skipped, 1 deselected in 1412.20s (0:23:32) ============
 """
+    quiet = "....\n1 failed, 250 passed, 271 warnings in 740.48s (0:12:20)\n"   # -q: no rule around it
     counts, rows = suite_time.parse(out, slowest=2)
     assert counts == {"passed": 215, "skipped": 5, "deselected": 1}
+    assert suite_time.parse(quiet, slowest=2)[0] == {"failed": 1, "passed": 250}
     assert rows == [(151.2, "call", "tests/test_team.py::test_team_server"),
                     (12.0, "call", "tests/test_cli.py::test_two")]
