@@ -14,6 +14,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
+# The end-to-end tests' model: the default architecture at a tiny width (dvc exp run -S / smoke
+# overrides; leaf keys, which DVC's -S takes one by one). Every stage still runs as in production.
+TINY_MODEL = {"train.model.bn_vgg.widths": [8, 16], "train.model.bn_vgg.convs_per_stage": 1,
+              "train.model.bn_vgg.dense": 16}
+
+
 def stage_cmd(stage: str) -> list[str]:
     """The stage's command as dvc.yaml gives it (its script and name=path arguments), with this
     interpreter, to run in a directory laid out like the repository."""

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REAL_ARCHIVE, REPO
-from helpers import astronaut_gray, free_port, wait_http, write_png
+from helpers import TINY_MODEL, astronaut_gray, free_port, wait_http, write_png
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not (REPO / "data/raw/fer2013.zip").exists() and not REAL_ARCHIVE.exists(),
@@ -103,7 +103,7 @@ def test_runs_from_two_clones_meet_on_one_mlflow_server(tmp_path, mlflow_server,
     photos = tmp_path / "photos"
     write_png((photos / "happiness").mkdir(parents=True) or photos / "happiness/astronaut.png", astronaut_gray())
     write_png((photos / "sad").mkdir() or photos / "sad/blank.png", np.full((200, 200), 128, np.uint8))
-    metrics = smoke(REPO, first, {"train.labels": "fer2013",
+    metrics = smoke(REPO, first, {**TINY_MODEL, "train.labels": "fer2013",
                                   "evaluate.photo_sets": [{"name": "mine", "dir": str(photos)}]})
     smoke_outputs_are_complete_and_up_to_date(first, metrics)
 

@@ -13,6 +13,7 @@ import yaml
 from fer_pipeline.workflow import SMOKE_OVERRIDES, apply_overrides, overrides_as_args, parse_overrides
 
 from conftest import REAL_ARCHIVE, REPO
+from helpers import TINY_MODEL
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 needs_data = pytest.mark.skipif(
@@ -127,7 +128,8 @@ def test_ci_smoke_and_retrain_steps_run_as_written_without_the_venv_on_path(tmp_
 
     retrain = _steps("retrain.yml", "retrain")
     runner = Runner(repo, tmp_path, github)
-    smoke = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in SMOKE_OVERRIDES.items())
+    smoke = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}"
+                     for k, v in {**SMOKE_OVERRIDES, **TINY_MODEL}.items())
     for name in ("Set up the project", "Retrain (dvc exp run) and compare with main", "Job summary"):
         r = runner.run(retrain[name], {"OVERRIDES": smoke})
         assert r.returncode == 0, f"retrain.yml step {name!r} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
@@ -182,7 +184,7 @@ def test_queued_sweep_gives_one_named_mlflow_run_per_experiment(tmp_path):
     repo = _copy(tmp_path)
     env = _env(tmp_path)
     dvc = [sys.executable, "-m", "dvc"]
-    base = overrides_as_args(SMOKE_OVERRIDES)
+    base = overrides_as_args({**SMOKE_OVERRIDES, **TINY_MODEL})
     for lr in ("0.001", "0.003"):
         subprocess.run([*dvc, "exp", "run", "--queue", "-n", f"lr-{lr}", *base, "-S", f"train.learning_rate={lr}"],
                        cwd=repo, env=env, check=True, capture_output=True)

@@ -11,7 +11,8 @@
 
 Failures end a run of several processes within ``train.distribute_timeout_s``, with one line that
 names the process and the coordinator, never a hang:
-- a peer that dies (its connections reset): the next collective fails; ``lost_peers_as_errors``.
+- a peer that dies (its connections reset): the next collective fails; ``lost_peers_as_errors``
+  makes it ``PeerLost``, whose line ends the process at once (``stage.one_line_errors``).
 - a peer that stops answering (a frozen or unplugged machine), or a coordinator that cannot be
   reached at the start: JAX would abort the process with a stack trace after its own timeouts
   (and leave the MLflow run RUNNING), so a ``Watchdog`` ends it first: nothing moved for the
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from .errors import FerError
+from .errors import FerError, PeerLost
 
 ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID")
 
@@ -82,7 +83,7 @@ class Placement:
             raise
         except Exception as exc:  # jax raises XlaRuntimeError / JaxRuntimeError; names vary by version
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise FerError(f"{self.who()}: training stopped, another process failed or cannot be "
+            raise PeerLost(f"{self.who()}: training stopped, another process failed or cannot be "
                            f"reached ({first})") from exc
 
 

@@ -11,3 +11,9 @@ class DataError(FerError):
 
 class ValidationFailed(FerError):
     """Hard data-validation expectations failed."""
+
+
+class PeerLost(FerError):
+    """Another process of a multi-process run failed or cannot be reached. After its one line the
+    process exits at once: an ordinary exit runs JAX's shutdown, which waits at a barrier for the
+    lost peer until its heartbeat times out, then aborts with a stack trace."""

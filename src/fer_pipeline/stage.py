@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
-from .errors import FerError
+from .errors import FerError, PeerLost
 
 
 def cmd_paths(cmd: str) -> dict[str, str]:
@@ -56,6 +56,10 @@ def one_line_errors(interrupted: str) -> Iterator[None]:
         yield
     except FerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, PeerLost):   # skip JAX's shutdown barrier, which waits for the lost peer
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         sys.exit(1)
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
