@@ -48,7 +48,7 @@ def main() -> None:
         print(f"  {secs:7.1f} s  {phase:8s} {test}")
     if proc.returncode:
         print(proc.stdout[-3000:], proc.stderr[-2000:], sep="\n", file=sys.stderr)
-    record(a, "suite_time", [
+    record(a, "suite_time" if a.tier == "all" else f"suite_time-{a.tier}", [
         table(f"./test.sh ({a.tier}; goal {goal // 60} min)", ["minutes", "exit", *counts],
               [[round(wall / 60, 1), proc.returncode, *counts.values()]]),
         table(f"The {len(rows)} slowest test phases (s)", ["seconds", "phase", "test"],
