@@ -5,4 +5,6 @@ cd "$(dirname "$0")"
 ./scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
-exec python -m pytest "$@"
+# The tests spread over the machine's cores (at most 4 processes), one test file per process at a
+# time (a module's fixtures are built once); `./test.sh -n 0` runs them in this process.
+exec python -m pytest -n auto --maxprocesses=4 --dist loadfile "$@"

@@ -1,7 +1,7 @@
 """The benchmark record: one entry per benchmark run in ``benchmarks/records.yaml`` (its command,
 date, machine, commit, what ran beside it, and its tables), appended by each benchmark run with
-``--record BESIDE``. ``python benchmarks/render.py`` writes ``benchmarks/README.md`` from it: the
-latest run of each benchmark is the page, earlier runs stay in the record. Imports nothing heavy.
+``--record BESIDE``, which then rewrites ``benchmarks/README.md`` (``render.py``): the latest run of
+each benchmark is the page, earlier runs stay in the record. Imports nothing heavy.
 
 A run's results are tables: ``{"tables": [{"title", "columns", "rows"}], "notes": [...]}``.
 """
@@ -26,7 +26,7 @@ def add_argument(ap) -> None:
     """``--record BESIDE``: append this run to the record, saying what ran beside it (``quiet``: nothing)."""
     ap.add_argument("--record", metavar="BESIDE",
                     help="append this run to benchmarks/records.yaml; BESIDE says what else ran on the "
-                         "machine (quiet: nothing). Then: python benchmarks/render.py")
+                         "machine (quiet: nothing); benchmarks/README.md is rewritten from it")
     ap.add_argument("--note", action="append", default=[],
                     help="a line the record keeps under the run's tables (e.g. where a model came from)")
 
@@ -94,7 +94,11 @@ def record(args, benchmark: str, tables: list[dict], notes: list[str] | None = N
         fh.write(HEADER + yaml.safe_dump(rows, sort_keys=False, width=120, allow_unicode=True))
     os.replace(tmp, path)
     shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
-    print(f"recorded in {shown}; the page: python benchmarks/render.py")
+    if path == RECORDS:   # the page follows the record (a test fails when it does not)
+        import render
+
+        render.main([])
+        print(f"recorded in {shown}")
     return entry
 
 

@@ -102,10 +102,10 @@ def scripts_in(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.py"))}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true", help="exit 1 when the page is stale")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     text = page(load(RECORDS), scripts_in(PAGE.parent), load(MACHINES))
     if a.check:
         if not PAGE.exists() or PAGE.read_text() != text:
