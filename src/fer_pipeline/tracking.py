@@ -173,7 +173,8 @@ BACKEND_PACKAGES = {"tensorflow": ("tensorflow-cpu", "tensorflow"), "jax": ("jax
 
 def model_requirements() -> list[str]:
     """``keras==X`` and the installed backend's packages, pinned: given to MLflow explicitly, because
-    inferring them loads the model again in a child process (7 s a model on this 2-core machine)."""
+    inferring them loads the model again in a child process, most of ``log_model``'s time (the
+    training and registry tests' ``--durations``)."""
     import importlib.metadata as md
 
     import keras
