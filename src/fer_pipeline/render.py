@@ -1,4 +1,5 @@
-"""Report templates (Jinja2, ``fer_pipeline/templates/``): the model card and the validation page."""
+"""Report templates (Jinja2, ``fer_pipeline/templates/``): the model cards, the validation page and the
+experiments page."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ def pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def render(name: str, **context) -> str:
-    """Render ``templates/<name>``; HTML templates are autoescaped, Markdown ones are not."""
+def render(name: str, filters: dict | None = None, **context) -> str:
+    """Render ``templates/<name>``; HTML templates are autoescaped, Markdown ones are not. ``pct``
+    and ``filters`` are the templates' filters."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                              autoescape=jinja2.select_autoescape(["html", "html.j2"]), keep_trailing_newline=True)
-    env.filters["pct"] = pct
+    env.filters.update({"pct": pct, **(filters or {})})
     return env.get_template(name).render(**context)
