@@ -231,19 +231,13 @@ def figure(reference: dict, window, report: DriftReport):
 
 
 def markdown(report: DriftReport, model: str, since: float, until: float) -> str:
-    when = lambda t: time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))  # noqa: E731
-    lines = [f"# Drift report: {when(since)} to {when(until)} UTC", "",
-             f"Model `{model}`; {report.faces:,} faces in the window, against the validation faces (PublicTest). "
-             f"A field drifts when its PSI exceeds {report.threshold} (`monitor.psi_threshold`).", "",
-             f"**Drifted: {', '.join(report.drifted) or 'none'}.**", "",
-             "| field | PSI | drift | test | p-value |", "|---|---|---|---|---|"]
-    for name, f in report.fields.items():
-        verdict = "yes" if f["drift"] else "no"
-        lines.append(f"| {name} | {f['value']:.3f} | {verdict} | {f['test']} | {f['p_value']:.3g} |")
-    s = report.face_size
-    lines += ["", f"Face size in photos (not judged: FER2013 has no reference): median {s['median_px']} px "
-              f"(10-90%: {s['p10_px']}-{s['p90_px']} px).", "", "![distributions](drift.png)", ""]
-    return "\n".join(lines)
+    """The report as Markdown (``templates/drift_report.md.j2``)."""
+    from .render import render
+
+    def when(t: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
+
+    return render("drift_report.md.j2", r=report, model=model, since=when(since), until=when(until))
 
 
 def run_monitor(record: str, model: str | None, data: str, out: str, since: str, cfg: dict,

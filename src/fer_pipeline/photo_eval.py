@@ -211,33 +211,11 @@ def confusion_figure(report: dict):
 
 
 def markdown(report: dict, model: str, detector: str) -> str:
-    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-    lo, hi = report["accuracy_ci95"]
-    lines = [
-        f"# Photo evaluation: `{report['folder']}`", "",
-        f"Model `{model}`, detector `{detector}`. A photo is right when its largest face gets its "
-        "folder's emotion; a photo with no face found counts wrong.", "",
-        "| figure | value |", "|---|---|",
-        f"| photos | {report['images']:,} |",
-        f"| faces found | {report['faces_found']:,} (miss rate {pct(report['miss_rate'])}"
-        + (f"; {report['read_whole']:,} of them the whole image, no face detected" if report["read_whole"] else "")
-        + ") |",
-        f"| **accuracy, end to end** | **{pct(report['accuracy'])}** (95% interval {pct(lo)}-{pct(hi)}) |",
-        f"| accuracy on photos with a face | {pct(report['accuracy_on_found'])} |",
-        f"| macro-F1 over the classes present | {report['macro_f1']:.3f} |",
-        f"| slowest stage | {report['slowest_stage']} ("
-        + ", ".join(f"{k} {v} ms" for k, v in report["ms_per_image"].items()) + " per photo) |",
-        "", "| class | photos | recall | predicted as this class |", "|---|---|---|---|",
-    ]
-    for name, n in report["images_per_class"].items():
-        lines.append(f"| {name} | {n} | {pct(report['recall'][name])} | {report['predicted'][name]} |")
-    lines += ["", f"Never predicted from these photos: "
-              f"{', '.join(k for k, v in report['predicted'].items() if not v and k != NO_FACE) or 'none'}; "
-              f"no face: {report['predicted'][NO_FACE]}.", "", "![confusion](confusion.png)", ""]
-    if report["skipped"]:
-        lines += ["Skipped: " + "; ".join(f"{k.replace('_', ' ')} {v['count']} ({', '.join(v['examples'][:3])})"
-                                          for k, v in report["skipped"].items()), ""]
-    return "\n".join(lines)
+    """The report as Markdown (``templates/photo_eval.md.j2``)."""
+    from .render import render
+
+    never = ", ".join(k for k, v in report["predicted"].items() if not v and k != NO_FACE)
+    return render("photo_eval.md.j2", r=report, model=model, detector=detector, never=never, no_face=NO_FACE)
 
 
 def run_evaluate_photos(folder: str, model: str | None, out: str | None, detector: str, margin: float,

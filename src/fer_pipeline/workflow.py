@@ -219,24 +219,7 @@ def retrain(repo: Path, overrides: dict[str, object], base: str, summary_path: P
     headline = json.loads((repo / stage_file("evaluate", Evaluate.METRICS, repo / "dvc.yaml")).read_text())
     details_file = repo / stage_file("evaluate", Evaluate.DETAILS, repo / "dvc.yaml")
     details = json.loads(details_file.read_text()) if details_file.exists() else {}
-    reg = details.get("registry") or {}
-    fp = details.get("test_ferplus") or {}
-    lines = comparison_lines(decision)
-    summary = (f"## Retraining result\n\n**{'Better' if decision.promote else 'Not better'} than `{base}`**: "
-               f"{decision.reason}.\n\nRule: {decision.rule}.\n\n" + ("\n".join(lines) + "\n\n" if lines else "")
-               + f"Test (PrivateTest) accuracy {100 * headline['test_acc']:.2f}% (95% interval "
-               f"{100 * headline['test_lo']:.2f}-{100 * headline['test_hi']:.2f}%) against FER2013's labels"
-               + (f"; {100 * fp['accuracy']:.2f}% ({100 * fp['accuracy_ci95'][0]:.2f}-"
-                  f"{100 * fp['accuracy_ci95'][1]:.2f}%) against the FER+ most-voted label ({fp['images']:,} images)"
-                  if fp else "")
-               + f"; val {100 * headline['val_acc']:.2f}%"
-               + (f" (FER+ {100 * headline['val_fp']:.2f}%)" if "val_fp" in headline else "")
-               + f"; trained on {(details.get('target') or {}).get('labels', 'fer2013')} labels.\n\n"
-               + (f"Registry: version {reg.get('version')} -> @{reg.get('alias')} ({reg.get('reason')}).\n\n"
-                  if reg else "")
-               + f"Overrides: `{' '.join(overrides_as_args(overrides)) or 'none'}`\n\n"
-               f"### Metrics vs `{base}`\n\n{metrics_md or 'no metric changes'}\n\n"
-               f"### Params vs `{base}`\n\n{params_md or 'no param changes'}\n")
+    summary = retrain_summary(decision, base, headline, details, overrides, metrics_md, params_md)
     write_text(summary_path, summary)
     result = {"name": name, "overrides": overrides, "val_accuracy": headline["val_acc"],
               "improved": decision.promote, "reason": decision.reason, "rule": decision.rule,
@@ -256,21 +239,31 @@ def comparison_lines(decision) -> list[str]:
             for c in (decision.val, decision.test) if c]
 
 
+def _pct2(v: float) -> str:
+    """0.6701 -> '67.01' (the summaries' two-decimal percent; the % sign is the template's)."""
+    return f"{100 * v:.2f}"
+
+
+def retrain_summary(decision, base: str, headline: dict, details: dict, overrides: dict, metrics_md: str,
+                    params_md: str) -> str:
+    """The retraining result as Markdown (``templates/retrain_summary.md.j2``)."""
+    from .render import render
+
+    return render("retrain_summary.md.j2", filters={"pct2": _pct2}, decision=decision, base=base, h=headline,
+                  fp=details.get("test_ferplus") or {}, reg=details.get("registry") or {},
+                  lines=comparison_lines(decision), labels=(details.get("target") or {}).get("labels", "fer2013"),
+                  overrides=" ".join(overrides_as_args(overrides)), metrics_md=metrics_md, params_md=params_md)
+
+
 def sweep_summary(results: list[dict]) -> str:
-    """A Markdown table comparing retrain results (one per sweep member), best val first."""
-    rows = sorted(results, key=lambda r: -r["val_accuracy"])
-    head = ("| run | overrides | val | test (95% interval) | vs base on val | better? |\n"
-            "|---|---|---|---|---|---|\n")
-    body = ""
-    for r in rows:
-        sets = " ".join(f"{k}={json.dumps(v)}" for k, v in (r.get("overrides") or {}).items()) or "none"
-        lo, hi = r["test_accuracy_ci95"]
-        vs = f"{r['val']['gain_points']:+.2f} pt, p = {r['p_value']:.3g}" if r.get("val") else "-"
-        body += (f"| {r.get('name') or '-'} | `{sets}` | {100 * r['val_accuracy']:.2f}% | "
-                 f"{100 * r['test_accuracy']:.2f}% ({100 * lo:.1f}-{100 * hi:.1f}) | {vs} | "
-                 f"{'yes' if r['improved'] else 'no'} |\n")
-    return (f"## Sweep: {len(rows)} runs against `{rows[0]['base'] if rows else '-'}`\n\n{head}{body}\n"
-            "Better = the promotion rule (paired McNemar test on val); test is reported, never decides.\n")
+    """A Markdown table comparing retrain results (one per sweep member), best val first
+    (``templates/sweep_summary.md.j2``)."""
+    from .render import render
+
+    rows = [{**r, "sets": " ".join(f"{k}={json.dumps(v)}" for k, v in (r.get("overrides") or {}).items()) or "none",
+             "vs": f"{r['val']['gain_points']:+.2f} pt, p = {r['p_value']:.3g}" if r.get("val") else "-"}
+            for r in sorted(results, key=lambda r: -r["val_accuracy"])]
+    return render("sweep_summary.md.j2", filters={"pct2": _pct2}, rows=rows)
 
 
 def add_parser(sub) -> None:
