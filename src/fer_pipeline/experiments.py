@@ -84,62 +84,10 @@ def render_page(rows: list[dict], budget: float) -> str:
 
 
 def plot(rows: list[dict], budget: float, out: Path) -> None:
-    """Two panels: runs scored against FER2013's labels (val decides, test reported), and the FER+
-    scoreboard (PrivateTest against the FER+ most-voted label; val too for runs trained on FER+)."""
-    import matplotlib
+    """The page's figure (``plots.experiments``); no MLflow run is active here: only the file."""
+    from . import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plots import publish
-
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [3, 2]},
-                                 layout="constrained")   # room for the run names between the panels
-    fer = [r for r in rows if r.get("labels", "fer2013") == "fer2013"]
-    points: dict[tuple, list[str]] = {}  # runs with the same compute and val share one label
-    for r in fer:
-        ax.scatter(r["tflop"], r["val"], color="tab:blue")
-        if r["test"] is not None:
-            ax.scatter(r["tflop"], r["test"], color="tab:orange", marker="s")
-        points.setdefault((round(r["tflop"]), r["val"]), []).append(r["name"])
-    # Most runs sit at the budget: their labels go in a column right of it, in val order, joined to
-    # their points by thin lines; the others are labelled beside the point.
-    near = sorted((p for p in points.items() if p[0][0] > 0.95 * budget), key=lambda p: p[0][1])
-    others = [p for p in points.items() if p not in near]
-    step = 0.32
-    mid = sum(y for (_, y), _ in near) / max(len(near), 1)
-    for k, ((x, y), names) in enumerate(near):
-        ax.annotate(" = ".join(names), (x, y), xytext=(1.08 * budget, mid + step * (k - (len(near) - 1) / 2)),
-                    fontsize=8, ha="left", va="center",
-                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray", "shrinkB": 2})
-    for (x, y), names in others:
-        ax.annotate(" = ".join(names), (x, y), textcoords="offset points", fontsize=8, xytext=(-8, 4), ha="right")
-    ax.scatter([], [], color="tab:blue", label="val (decides)")
-    ax.scatter([], [], color="tab:orange", marker="s", label="test (reported)")
-    ax.set_title("trained and scored on FER2013's labels", fontsize=10)
-    ax.set_xlim(0, 1.6 * budget)
-    # one row per run (names read across, however many runs), newest at the bottom
-    scored = [r for r in rows if r.get("ferplus_test") is not None]
-    for k, r in enumerate(scored):
-        if r.get("labels", "fer2013") != "fer2013":
-            bx.scatter(r["val"], k, color="tab:green")
-        bx.scatter(r["ferplus_test"], k, color="tab:purple", marker="s")
-        bx.annotate(f"{r['ferplus_test']:.1f}", (r["ferplus_test"], k), textcoords="offset points", xytext=(0, 5),
-                    ha="center", fontsize=7)
-    bx.set_yticks(range(len(scored)), [f"{r['name']} ({r.get('labels', 'fer2013')})" for r in scored], fontsize=8)
-    bx.set_ylim(max(len(scored), 2) - 0.4, -0.6)
-    bx.set_xlabel("accuracy against the FER+ most-voted label, %")
-    bx.scatter([], [], color="tab:green", label="val (decides)")
-    bx.scatter([], [], color="tab:purple", marker="s", label="test (reported)")
-    bx.set_title("the FER+ scoreboard (most-voted label)", fontsize=10)
-    ax.axvline(budget, color="gray", ls=":", label="budget (today's default)")
-    ax.set_ylabel("accuracy, %")
-    for a in (ax, bx):
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8, loc="upper left" if a is ax else "lower left")
-    ax.set_xlabel("training compute, TFLOP (FLOPs/image x images x epochs)")
-    fig.suptitle("Experiments: accuracy against training compute, on both scoreboards")
-    publish(fig, str(out))  # no MLflow run is active here: only the file
+    plots.publish(plots.experiments(rows, budget), str(out))
 
 
 def render(root: Path, check: bool = False) -> str:

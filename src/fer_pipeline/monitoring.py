@@ -208,28 +208,6 @@ def parse_since(text: str, now: float | None = None) -> float:
         raise FerError(f"--since {text!r}: expected a duration such as 24h, 90m, 7d, or epoch seconds") from None
 
 
-def figure(reference: dict, window, report: DriftReport):
-    from .plots import plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    ref_e = np.array([reference["emotion"].count(n) for n in LABELS], float)
-    cur_e = np.array([list(window["emotion"]).count(n) for n in LABELS], float)
-    xs = np.arange(len(LABELS))
-    axes[0].bar(xs - 0.2, ref_e / ref_e.sum(), 0.4, label="validation faces")
-    axes[0].bar(xs + 0.2, cur_e / max(cur_e.sum(), 1), 0.4, label="service window")
-    axes[0].set_xticks(xs, LABELS, rotation=40, ha="right")
-    axes[0].legend(fontsize=8)
-    for ax, f in zip(axes[1:], NUMERIC):
-        ax.hist(reference[f], bins=30, density=True, alpha=0.5, label="validation faces")
-        ax.hist(window[f], bins=30, density=True, alpha=0.5, label="service window")
-    for ax, f in zip(axes, FIELDS):
-        r = report.fields[f]
-        ax.set_title(f"{f}: PSI {r['value']:.3f}" + (" DRIFT" if r["drift"] else ""),
-                     color="tab:red" if r["drift"] else "black", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 def markdown(report: DriftReport, model: str, since: float, until: float) -> str:
     """The report as Markdown (``templates/drift_report.md.j2``)."""
     from .render import render
@@ -256,7 +234,7 @@ def run_monitor(record: str, model: str | None, data: str, out: str, since: str,
     result = {**report.to_dict(), "model": predictor.spec, "since": start, "until": end, "record": str(record)}
     write_json(out_dir / "drift.json", result)
     write_text(out_dir / "drift.md", markdown(report, predictor.spec, start, end))
-    plots.publish(figure(reference, window, report), str(out_dir / "drift.png"))
+    plots.publish(plots.drift(reference, window, report.fields, NUMERIC), str(out_dir / "drift.png"))
     if log_mlflow:
         import mlflow
 

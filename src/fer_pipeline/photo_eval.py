@@ -188,28 +188,6 @@ def scoreboard(root: Path, y: np.ndarray, p: np.ndarray, scores: list, n_faces: 
     }
 
 
-def confusion_figure(report: dict):
-    from .plots import plt
-
-    c = report["confusion"]
-    counts = np.array(c["counts"])
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(c["rows"]) + 2))
-    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(counts.shape[0]):
-        for j in range(counts.shape[1]):
-            if counts[i, j]:
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center",
-                        color="white" if share[i, j] > 0.5 else "black", fontsize=8)
-    ax.set_xticks(range(len(c["columns"])), c["columns"], rotation=40, ha="right")
-    ax.set_yticks(range(len(c["rows"])), c["rows"])
-    ax.set_xlabel("predicted (largest face of the photo)")
-    ax.set_ylabel("folder")
-    ax.set_title(f"{Path(report['folder']).name}: {100 * report['accuracy']:.1f}% end to end, "
-                 f"{report['faces_found']} of {report['images']} faces found")
-    return fig
-
-
 def markdown(report: dict, model: str, detector: str) -> str:
     """The report as Markdown (``templates/photo_eval.md.j2``)."""
     from .render import render
@@ -231,7 +209,7 @@ def run_evaluate_photos(folder: str, model: str | None, out: str | None, detecto
     report.update({"model": predictor.spec, "model_info": predictor.info, "detector": detector})
     write_json(out_dir / "photo_eval.json", report)
     write_text(out_dir / "photo_eval.md", markdown(report, predictor.spec, detector))
-    plots.publish(confusion_figure(report), str(out_dir / "confusion.png"))
+    plots.publish(plots.photo_confusion(report), str(out_dir / "confusion.png"))
     if log_mlflow:
         report["mlflow_run"] = log_to_mlflow(report, out_dir, root)
         write_json(out_dir / "photo_eval.json", report)

@@ -1,4 +1,5 @@
-"""Figures: training curves, confusion matrices, face grids, per-class F1.
+"""Figures: training curves, confusion matrices, face grids, per-class F1, reliability, video
+timelines, the photo evaluation, the drift report and the experiments page.
 
 Each builder returns a matplotlib figure; ``publish`` saves it atomically (a DVC output) and, when
 an MLflow run is active, logs it to the run with ``mlflow.log_figure`` under ``figures/``."""
@@ -140,4 +141,101 @@ def timeline(times: dict[int, np.ndarray], probs: dict[int, np.ndarray], title: 
     axes[-1, 0].set_xlabel("seconds")
     axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.suptitle(title)
+    return fig
+
+
+def photo_confusion(report: dict):
+    """fer evaluate-photos: each folder's photos by the class their largest face got."""
+    from pathlib import Path
+
+    c = report["confusion"]
+    counts = np.array(c["counts"])
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(c["rows"]) + 2))
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center",
+                        color="white" if share[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xticks(range(len(c["columns"])), c["columns"], rotation=40, ha="right")
+    ax.set_yticks(range(len(c["rows"])), c["rows"])
+    ax.set_xlabel("predicted (largest face of the photo)")
+    ax.set_ylabel("folder")
+    ax.set_title(f"{Path(report['folder']).name}: {100 * report['accuracy']:.1f}% end to end, "
+                 f"{report['faces_found']} of {report['images']} faces found")
+    return fig
+
+
+def drift(reference: dict, window, fields: dict, numeric: tuple[str, ...]):
+    """fer monitor: the emotion shares and the ``numeric`` fields' distributions, validation faces
+    against the service's window, each titled with its PSI (``fields``: the drift report's)."""
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    ref_e = np.array([reference["emotion"].count(n) for n in LABELS], float)
+    cur_e = np.array([list(window["emotion"]).count(n) for n in LABELS], float)
+    xs = np.arange(len(LABELS))
+    axes[0].bar(xs - 0.2, ref_e / ref_e.sum(), 0.4, label="validation faces")
+    axes[0].bar(xs + 0.2, cur_e / max(cur_e.sum(), 1), 0.4, label="service window")
+    axes[0].set_xticks(xs, LABELS, rotation=40, ha="right")
+    axes[0].legend(fontsize=8)
+    for ax, f in zip(axes[1:], numeric):
+        ax.hist(reference[f], bins=30, density=True, alpha=0.5, label="validation faces")
+        ax.hist(window[f], bins=30, density=True, alpha=0.5, label="service window")
+    for ax, f in zip(axes, ("emotion", *numeric)):
+        r = fields[f]
+        ax.set_title(f"{f}: PSI {r['value']:.3f}" + (" DRIFT" if r["drift"] else ""),
+                     color="tab:red" if r["drift"] else "black", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def experiments(rows: list[dict], budget: float):
+    """Two panels: runs scored against FER2013's labels (val decides, test reported), and the FER+
+    scoreboard (PrivateTest against the FER+ most-voted label; val too for runs trained on FER+)."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [3, 2]},
+                                 layout="constrained")   # room for the run names between the panels
+    fer = [r for r in rows if r.get("labels", "fer2013") == "fer2013"]
+    points: dict[tuple, list[str]] = {}  # runs with the same compute and val share one label
+    for r in fer:
+        ax.scatter(r["tflop"], r["val"], color="tab:blue")
+        if r["test"] is not None:
+            ax.scatter(r["tflop"], r["test"], color="tab:orange", marker="s")
+        points.setdefault((round(r["tflop"]), r["val"]), []).append(r["name"])
+    # Most runs sit at the budget: their labels go in a column right of it, in val order, joined to
+    # their points by thin lines; the others are labelled beside the point.
+    near = sorted((p for p in points.items() if p[0][0] > 0.95 * budget), key=lambda p: p[0][1])
+    others = [p for p in points.items() if p not in near]
+    step = 0.32
+    mid = sum(y for (_, y), _ in near) / max(len(near), 1)
+    for k, ((x, y), names) in enumerate(near):
+        ax.annotate(" = ".join(names), (x, y), xytext=(1.08 * budget, mid + step * (k - (len(near) - 1) / 2)),
+                    fontsize=8, ha="left", va="center",
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray", "shrinkB": 2})
+    for (x, y), names in others:
+        ax.annotate(" = ".join(names), (x, y), textcoords="offset points", fontsize=8, xytext=(-8, 4), ha="right")
+    ax.scatter([], [], color="tab:blue", label="val (decides)")
+    ax.scatter([], [], color="tab:orange", marker="s", label="test (reported)")
+    ax.set_title("trained and scored on FER2013's labels", fontsize=10)
+    ax.set_xlim(0, 1.6 * budget)
+    # one row per run (names read across, however many runs), newest at the bottom
+    scored = [r for r in rows if r.get("ferplus_test") is not None]
+    for k, r in enumerate(scored):
+        if r.get("labels", "fer2013") != "fer2013":
+            bx.scatter(r["val"], k, color="tab:green")
+        bx.scatter(r["ferplus_test"], k, color="tab:purple", marker="s")
+        bx.annotate(f"{r['ferplus_test']:.1f}", (r["ferplus_test"], k), textcoords="offset points", xytext=(0, 5),
+                    ha="center", fontsize=7)
+    bx.set_yticks(range(len(scored)), [f"{r['name']} ({r.get('labels', 'fer2013')})" for r in scored], fontsize=8)
+    bx.set_ylim(max(len(scored), 2) - 0.4, -0.6)
+    bx.set_xlabel("accuracy against the FER+ most-voted label, %")
+    bx.scatter([], [], color="tab:green", label="val (decides)")
+    bx.scatter([], [], color="tab:purple", marker="s", label="test (reported)")
+    bx.set_title("the FER+ scoreboard (most-voted label)", fontsize=10)
+    ax.axvline(budget, color="gray", ls=":", label="budget (today's default)")
+    ax.set_ylabel("accuracy, %")
+    for a in (ax, bx):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8, loc="upper left" if a is ax else "lower left")
+    ax.set_xlabel("training compute, TFLOP (FLOPs/image x images x epochs)")
+    fig.suptitle("Experiments: accuracy against training compute, on both scoreboards")
     return fig
